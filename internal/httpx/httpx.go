@@ -1,0 +1,41 @@
+// Package httpx holds the small HTTP helpers every other package shares:
+// JSON answers and errors in the shape the platform reads, the client
+// address taken only from the connection, and body limits.
+package httpx
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+)
+
+// WriteJSON answers with status and v encoded as JSON. Encoding errors are
+// ignored: the status line is already out.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// errorBody is the FastAPI-style error the platform and the guide show.
+type errorBody struct {
+	Detail string `json:"detail"`
+}
+
+// Error answers {"detail": detail} with status. detail is a short fixed
+// message for the client; causes belong in the log, never here.
+func Error(w http.ResponseWriter, status int, detail string) {
+	WriteJSON(w, status, errorBody{Detail: detail})
+}
+
+// ClientAddr returns the IP of the connection's peer. Forwarding headers
+// are never consulted: they are client-controlled.
+func ClientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
