@@ -1,0 +1,169 @@
+// Package logging builds the sidecar's structured JSON logger and its
+// access-log middleware.
+//
+// Every log record passes through one redaction path (Redactor), so a
+// secret cannot reach the log whichever package or call site produced the
+// record: attributes whose keys name a secret are masked, and known secret
+// values (service tokens, API keys) and key-shaped strings are cut out of
+// every string value. The package never logs query strings or header
+// values on its own.
+package logging
+
+import (
+	"context"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// Mask replaces every redacted value.
+const Mask = "[REDACTED]"
+
+// secretKeys are attribute keys (lower-cased) whose values are never
+// logged, whatever they hold.
+var secretKeys = map[string]bool{
+	"token": true, "service_token": true, "x-zimmer-service-token": true,
+	"authorization": true, "api_key": true, "api-key": true, "apikey": true,
+	"key": true, "password": true, "secret": true, "cookie": true,
+	"set-cookie": true, "bot_token": true,
+}
+
+// keyShapes match strings that look like provider keys or bearer
+// credentials even when nobody registered them.
+var keyShapes = regexp.MustCompile(
+	`(?i)(sk-[a-z0-9_\-]{8,}|bearer\s+[a-z0-9_\-\.=]{8,})`)
+
+// Redactor removes secrets from strings. The zero value is not usable; use
+// NewRedactor. It is safe for concurrent use; Set may be called at any time
+// (a hot reload registers the new tokens).
+type Redactor struct {
+	mu      sync.RWMutex
+	secrets []string // guarded by mu; longest first so overlaps mask fully
+}
+
+// NewRedactor returns a Redactor that masks the given secret values.
+func NewRedactor(secrets ...string) *Redactor {
+	r := &Redactor{}
+	r.Set(secrets...)
+	return r
+}
+
+// Set replaces the known secret values. Values shorter than 4 bytes are
+// ignored: masking them would shred ordinary text.
+func (r *Redactor) Set(secrets ...string) {
+	kept := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			kept = append(kept, s)
+		}
+	}
+	// Longest first, so a secret containing another is masked whole.
+	for i := 1; i < len(kept); i++ {
+		for j := i; j > 0 && len(kept[j]) > len(kept[j-1]); j-- {
+			kept[j], kept[j-1] = kept[j-1], kept[j]
+		}
+	}
+	r.mu.Lock()
+	r.secrets = kept
+	r.mu.Unlock()
+}
+
+// Add registers more secret values, keeping the ones already known.
+func (r *Redactor) Add(secrets ...string) {
+	r.mu.RLock()
+	all := append(append([]string(nil), r.secrets...), secrets...)
+	r.mu.RUnlock()
+	r.Set(all...)
+}
+
+// String returns s with every known secret and key-shaped substring masked.
+func (r *Redactor) String(s string) string {
+	r.mu.RLock()
+	for _, sec := range r.secrets {
+		if strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, Mask)
+		}
+	}
+	r.mu.RUnlock()
+	if keyShapes.MatchString(s) {
+		s = keyShapes.ReplaceAllString(s, Mask)
+	}
+	return s
+}
+
+// Bytes is String for byte slices, for bodies that may echo a secret.
+func (r *Redactor) Bytes(b []byte) []byte {
+	s := r.String(string(b))
+	if len(s) == len(b) && s == string(b) {
+		return b
+	}
+	return []byte(s)
+}
+
+// attr returns a with its value redacted: masked entirely when the key
+// names a secret, scrubbed when it is a string, recursed into for groups.
+func (r *Redactor) attr(a slog.Attr) slog.Attr {
+	if secretKeys[strings.ToLower(a.Key)] {
+		return slog.String(a.Key, Mask)
+	}
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, r.String(v.String()))
+	case slog.KindGroup:
+		group := v.Group()
+		out := make([]any, 0, len(group))
+		for _, g := range group {
+			out = append(out, r.attr(g))
+		}
+		return slog.Group(a.Key, out...)
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, r.String(err.Error()))
+		}
+		if s, ok := v.Any().(interface{ String() string }); ok {
+			return slog.String(a.Key, r.String(s.String()))
+		}
+		return a
+	default:
+		return slog.Attr{Key: a.Key, Value: v}
+	}
+}
+
+// handler is a slog.Handler that redacts every record before passing it on.
+type handler struct {
+	next slog.Handler
+	red  *Redactor
+}
+
+// NewHandler wraps next so that every message and attribute goes through
+// red first.
+func NewHandler(next slog.Handler, red *Redactor) slog.Handler {
+	return &handler{next: next, red: red}
+}
+
+func (h *handler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h *handler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.red.String(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.red.attr(a))
+		return true
+	})
+	return h.next.Handle(ctx, out)
+}
+
+func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clean[i] = h.red.attr(a)
+	}
+	return &handler{next: h.next.WithAttrs(clean), red: h.red}
+}
+
+func (h *handler) WithGroup(name string) slog.Handler {
+	return &handler{next: h.next.WithGroup(name), red: h.red}
+}
