@@ -28,7 +28,32 @@ var (
 
 	// ErrClosed: the ledger was closed.
 	ErrClosed = errors.New("ledger closed")
+
+	// ErrInvalidIdempotencyKey: a non-empty idempotency key is longer than
+	// MaxIdempotencyKeyLen bytes or holds bytes outside printable ASCII.
+	// An empty key means "no idempotency" to the ledger; rejecting an
+	// empty but present header is the HTTP layer's job.
+	ErrInvalidIdempotencyKey = errors.New("invalid idempotency key")
 )
+
+// Options are the rules every backend applies. The zero value is usable:
+// see each field for what zero means.
+type Options struct {
+	// DefaultDemoTokens are granted by a first Provision whose DemoTokens
+	// is nil. Zero grants none; negative values are invalid.
+	DefaultDemoTokens int64
+
+	// MaxUnits bounds one Consume. Zero means DefaultMaxUnits; negative
+	// values are invalid. Credits are not bounded by it.
+	MaxUnits int64
+
+	// DemoRule splits a consume between demo and paid tokens. Empty means
+	// DemoWhole, the platform's rule.
+	DemoRule DemoRule
+
+	// Now stamps accounts and journal entries. Nil means time.Now.
+	Now func() time.Time
+}
 
 // DemoRule says how a consume is split between demo and paid tokens.
 type DemoRule string
@@ -61,25 +86,30 @@ type ProvisionRequest struct {
 	UserAutomationID int64
 	UserID           int64
 	// DemoTokens granted on first provisioning; nil means the ledger's
-	// configured default.
+	// configured default. A negative grant is ErrInvalidUnits.
 	DemoTokens    *int64
 	BotTokenGiven bool
 }
 
-// ProvisionResult tells whether this call created the account.
+// ProvisionResult tells whether this call created the account. Account
+// holds the balances after the call.
 type ProvisionResult struct {
 	Account Account
 	Created bool
 }
 
-// ConsumeRequest debits units from one account.
+// ConsumeRequest debits units from one account. Units must be in
+// [1, Options.MaxUnits], else ErrInvalidUnits.
 type ConsumeRequest struct {
 	UserAutomationID int64
 	Units            int64
 	UsageType        string
 	// IdempotencyKey, when not empty, is committed in the same transaction
 	// as the debit; a later request with the same key gets the first
-	// answer back without a second debit.
+	// answer back without a second debit, whether that answer was an
+	// acceptance or a refusal. The same key with a different account,
+	// units or usage type is ErrIdempotencyConflict. Keys share one
+	// namespace with CreditRequest keys.
 	IdempotencyKey string
 }
 
@@ -97,7 +127,10 @@ type ConsumeResult struct {
 	Replayed bool `json:"-"`
 }
 
-// CreditRequest adds paid tokens to an account.
+// CreditRequest adds paid tokens to an account. Units must be positive
+// and must not overflow the balance, else ErrInvalidUnits; MaxUnits does
+// not apply. A replayed IdempotencyKey returns the account as the first
+// call answered it, without a second credit.
 type CreditRequest struct {
 	UserAutomationID int64
 	Units            int64
@@ -109,9 +142,13 @@ type CreditRequest struct {
 type EntryKind string
 
 const (
+	// EntryProvision is the demo grant of an account's first Provision
+	// (DemoDelta may be zero); later provisions write no entry.
 	EntryProvision EntryKind = "provision"
-	EntryDebit     EntryKind = "debit"
-	EntryCredit    EntryKind = "credit"
+	// EntryDebit is an accepted Consume (negative deltas).
+	EntryDebit EntryKind = "debit"
+	// EntryCredit is a Credit (positive PaidDelta).
+	EntryCredit EntryKind = "credit"
 )
 
 // Entry is one journal line. The journal is append-only: every balance
@@ -129,14 +166,26 @@ type Entry struct {
 }
 
 // Ledger is the storage contract. Implementations are safe for concurrent
-// use; every method is atomic and durable when it returns nil.
+// use; every method is atomic and durable when it returns nil. A write
+// that returns an error other than a refusal sentinel (ErrUnknownAccount,
+// ErrInvalidUnits, ErrInvalidIdempotencyKey, ErrIdempotencyConflict) may
+// be retried with the same idempotency key: a failed write claims
+// nothing. After Close every method returns ErrClosed.
 type Ledger interface {
+	// Provision creates the account or refreshes it (see ProvisionRequest).
 	Provision(ctx context.Context, req ProvisionRequest) (ProvisionResult, error)
+	// Consume debits units or refuses with Accepted false and a nil error.
+	// ErrUnknownAccount when the account does not exist.
 	Consume(ctx context.Context, req ConsumeRequest) (ConsumeResult, error)
+	// Credit adds paid tokens and returns the account after the credit.
 	Credit(ctx context.Context, req CreditRequest) (Account, error)
+	// Account reads one account; ErrUnknownAccount when it does not exist.
 	Account(ctx context.Context, userAutomationID int64) (Account, error)
 	// Journal calls fn for each entry with Seq > after, in order, until fn
 	// returns an error or limit entries were visited (limit <= 0: all).
+	// fn's error is returned as is. fn may call the Ledger.
 	Journal(ctx context.Context, after uint64, limit int, fn func(Entry) error) error
+	// Close stops accepting calls, waits for writes in flight and
+	// releases the store. It is idempotent.
 	Close() error
 }
