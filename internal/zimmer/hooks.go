@@ -2,6 +2,7 @@ package zimmer
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -56,3 +57,7 @@ type KBBackend interface {
 	Reset(ctx context.Context, userAutomationID int64) error
 	SupportsReset() bool
 }
+
+// ErrNotFound may be wrapped by a KBBackend to say the app knows no such
+// account; the endpoint then answers 404 instead of 502.
+var ErrNotFound = errors.New("not found")
