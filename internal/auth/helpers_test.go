@@ -2,8 +2,8 @@ package auth
 
 import (
 	"crypto/sha256"
-	"fmt"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
