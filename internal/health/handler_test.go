@@ -258,3 +258,28 @@ func BenchmarkHealthHandler(b *testing.B) {
 		})
 	}
 }
+
+func TestBodyEncodedOncePerChange(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	app := newApp(t, clk)
+	m := newMonitor(t, app.url, clk, ProbeOptions{Name: "app", Path: "/"})
+	m.CheckNow(t.Context())
+
+	getHealth(t, m)
+	first := m.cache.Load()
+	clk.Advance(5 * time.Second)
+	getHealth(t, m)
+	if m.cache.Load() != first {
+		t.Error("body re-encoded although only the uptime changed")
+	}
+
+	app.status.Store(http.StatusInternalServerError)
+	m.CheckNow(t.Context())
+	if rec := getHealth(t, m); !strings.Contains(rec.Body.String(), `"status 500"`) {
+		t.Errorf("state change not reflected: %s", rec.Body)
+	}
+	if m.cache.Load() == first {
+		t.Error("body not re-encoded after a state change")
+	}
+}

@@ -40,7 +40,8 @@ type Options struct {
 	// transport. Whatever the client, redirects are never followed: the
 	// Monitor uses a shallow copy with its own CheckRedirect.
 	Client *http.Client
-	// Now is the clock. Nil: time.Now.
+	// Now is the clock for latencies, "since" and "uptime". Nil:
+	// time.Now. Intervals and timeouts always use real timers.
 	Now func() time.Time
 	// Started is when the sidecar started; "uptime" counts from it.
 	// Zero: the time New is called.
@@ -65,9 +66,13 @@ type CheckStatus struct {
 	Required bool
 	// Probe: the entry is an active probe (Latency is meaningful);
 	// false: a registered check.
-	Probe   bool
+	Probe bool
+	// Latency is the last check's time to response headers.
 	Latency time.Duration
-	Error   string
+	// Error is the last failure's reason while the probe is not up or
+	// slow (a down probe that is recovering keeps it), or what a
+	// registered check said.
+	Error string
 	// Since is the last change of State.
 	Since time.Time
 }

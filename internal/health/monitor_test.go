@@ -357,6 +357,11 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 	go func() { stopped <- m.Run(ctx) }()
 	for range 6 {
 		<-hits
+		// Readers while probes write: the race detector watches.
+		if rec := getHealth(t, m); rec.Code != http.StatusOK {
+			t.Errorf("got %d during Run, want 200", rec.Code)
+		}
+		m.Probes()
 	}
 	if err := m.Run(ctx); !errors.Is(err, ErrAlreadyRunning) {
 		t.Errorf("second Run: got %v, want ErrAlreadyRunning", err)

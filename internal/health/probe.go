@@ -171,7 +171,7 @@ type probeState struct {
 	passes  int // consecutive passes
 	fails   int // consecutive failures
 	latency time.Duration
-	err     string
+	err     string    // last failure's reason while not passing
 	since   time.Time // last state change
 
 	ring  [historySize]Result
@@ -183,7 +183,6 @@ type probeState struct {
 func (s *probeState) apply(r Result, o ProbeOptions, now time.Time) {
 	s.push(r)
 	s.latency = r.Latency
-	s.err = r.Error
 
 	next := s.state
 	if r.OK {
@@ -207,6 +206,10 @@ func (s *probeState) apply(r Result, o ProbeOptions, now time.Time) {
 		}
 	}
 
+	// Keep the reason of the last failure until the probe passes again.
+	if !r.OK || next == StateUp || next == StateSlow {
+		s.err = r.Error
+	}
 	if next != s.state {
 		s.state = next
 		s.since = now

@@ -128,3 +128,18 @@ func TestHistoryRing(t *testing.T) {
 		}
 	}
 }
+
+func TestRecoveringKeepsLastError(t *testing.T) {
+	t.Parallel()
+	s := probeState{state: StatePending}
+	o := ProbeOptions{PassAfter: 2, FailAfter: 1}
+	s.apply(Result{Error: "timeout after 2s"}, o, time.Unix(1, 0))
+	s.apply(Result{OK: true}, o, time.Unix(2, 0))
+	if s.state != StateDown || s.err != "timeout after 2s" {
+		t.Errorf("recovering: got %s %q, want down with the last failure", s.state, s.err)
+	}
+	s.apply(Result{OK: true}, o, time.Unix(3, 0))
+	if s.state != StateUp || s.err != "" {
+		t.Errorf("recovered: got %s %q, want up with no error", s.state, s.err)
+	}
+}

@@ -97,7 +97,8 @@ func TestUpdateRejectsAndChangesNothing(t *testing.T) {
 	if len(ps) != 1 || ps[0].Options.Name != "app" || ps[0].State != StateUp {
 		t.Errorf("failed updates changed the probes: %+v", ps)
 	}
-	if err := m.Register("app", func() CheckResult { return CheckResult{} }); !errors.Is(err, ErrDuplicateName) {
+	err := m.Register("app", func() CheckResult { return CheckResult{} })
+	if !errors.Is(err, ErrDuplicateName) {
 		t.Errorf("Register clashing with a probe: got %v, want ErrDuplicateName", err)
 	}
 }
