@@ -106,9 +106,9 @@ func (m *Monitor) poll() (*[]external, []CheckResult) {
 // rebuild computes and caches the verdict from the probes and the
 // registered checks' results res (in the order of list).
 func (m *Monitor) rebuild(list *[]external, res []CheckResult) *snapshot {
+	now := m.now() // read before locking: the clock is the caller's code
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 
 	// Step 1: collect every check.
 	v := Verdict{Status: StatusOK, Checks: make(map[string]CheckStatus)}

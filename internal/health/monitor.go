@@ -214,6 +214,7 @@ func (m *Monitor) Update(probes []ProbeOptions) error {
 
 	// Step 2: swap, keeping the state of unchanged probes. Register
 	// holds the lock too, so the name check and the swap are atomic.
+	now := m.now() // read before locking: the clock is the caller's code
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, o := range list {
@@ -225,7 +226,6 @@ func (m *Monitor) Update(probes []ProbeOptions) error {
 	for _, p := range m.probes {
 		old[p.opts.Name] = p
 	}
-	now := m.now()
 	next := make([]*probe, len(list))
 	for i, o := range list {
 		p := old[o.Name]
@@ -411,8 +411,9 @@ func (m *Monitor) checkAndRecord(ctx context.Context, p *probe, o ProbeOptions) 
 	if !ok {
 		return
 	}
+	now := m.now()
 	m.mu.Lock()
-	p.st.apply(res, p.opts, m.now())
+	p.st.apply(res, p.opts, now)
 	m.cache.Store(nil)
 	m.mu.Unlock()
 }
