@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -635,6 +636,8 @@ class NotesServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, store):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self.store = store
         self.stopping = threading.Event()  # SIGTERM seen: streams end now
         self.grace_over = threading.Event()  # running requests give up
@@ -661,9 +664,7 @@ class NotesServer(ThreadingHTTPServer):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    p.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", "8000"))
-    )
+    p.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"))
     p.add_argument(
         "--data-dir",
         default=os.environ.get("NOTES_DATA_DIR"),
