@@ -1,0 +1,153 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// secretSource is where secret references are resolved: the environment
+// passed to Load or Parse, and a file reader.
+type secretSource struct {
+	env      map[string]string
+	readFile func(name string) ([]byte, error)
+}
+
+// newSecretSource indexes environ; the first occurrence of a name wins, as
+// with os.Getenv.
+func newSecretSource(environ []string, readFile func(string) ([]byte, error)) secretSource {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if _, dup := env[name]; ok && !dup {
+			env[name] = value
+		}
+	}
+	return secretSource{env: env, readFile: readFile}
+}
+
+// resolveTokens resolves each reference of the token list at p. Entries
+// that fail are reported and left out.
+func (d *decoder) resolveTokens(p string, refs []string) []Token {
+	out := make([]Token, 0, len(refs))
+	for i, ref := range refs {
+		ep := joinIndex(p, i)
+		t, msg := d.secrets.resolve(ep, ref)
+		if msg != "" {
+			d.addf(ep, "%s", msg)
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// resolve turns one reference into a Token. On failure it returns a
+// message that names where the secret lives but never the secret.
+func (s secretSource) resolve(p, ref string) (Token, string) {
+	var value, source string
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimSpace(strings.TrimPrefix(ref, "env:"))
+		if name == "" {
+			return Token{}, `"env:" needs the name of an environment variable, like "env:ZIMMER_TOKEN"`
+		}
+		v, ok := s.env[name]
+		if !ok {
+			return Token{}, "environment variable " + name + " is not set"
+		}
+		source, value = "env:"+name, strings.TrimSpace(v)
+		if value == "" {
+			return Token{}, "environment variable " + name + " is empty"
+		}
+	case strings.HasPrefix(ref, "file:"):
+		name := strings.TrimSpace(strings.TrimPrefix(ref, "file:"))
+		if name == "" {
+			return Token{}, `"file:" needs a path, like "file:/run/secrets/zimmer-token"`
+		}
+		b, err := s.readFile(name)
+		if err != nil {
+			return Token{}, "cannot read file " + name + ": " + fileReason(err)
+		}
+		source, value = "file:"+name, strings.TrimSpace(string(b))
+		if value == "" {
+			return Token{}, "file " + name + " is empty"
+		}
+	default:
+		source, value = p+" (inline)", ref
+		if strings.TrimSpace(value) == "" {
+			return Token{}, "is empty"
+		}
+	}
+	t, msg := classify(value)
+	t.Source = source
+	switch {
+	case msg != "" && source == p+" (inline)":
+		return Token{}, msg
+	case msg != "":
+		return Token{}, "the value of " + source + " " + msg
+	}
+	return t, ""
+}
+
+// fileReason explains a read failure without the error's own path prefix.
+func fileReason(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "it does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// bcryptPrefixes start a bare bcrypt hash.
+var bcryptPrefixes = []string{"$2a$", "$2b$", "$2y$"}
+
+// classify tells a digest or a hash from a plaintext token. A plaintext
+// token's format is never checked: platforms issue different formats.
+func classify(v string) (Token, string) {
+	switch {
+	case strings.HasPrefix(v, "sha256:"):
+		digest := strings.ToLower(strings.TrimPrefix(v, "sha256:"))
+		if _, err := hex.DecodeString(digest); err != nil || len(digest) != 64 {
+			return Token{}, `is not a valid "sha256:" digest: it needs exactly ` +
+				`64 hexadecimal characters after the prefix`
+		}
+		return Token{Kind: TokenSHA256, Value: digest}, ""
+	case strings.HasPrefix(v, "bcrypt:"):
+		return bcryptToken(strings.TrimPrefix(v, "bcrypt:"))
+	}
+	if hasBcryptPrefix(v) {
+		return bcryptToken(v)
+	}
+	return Token{Kind: TokenPlain, Value: v}, ""
+}
+
+// bcryptToken checks the shape of a bcrypt hash.
+func bcryptToken(h string) (Token, string) {
+	const hashLen = 60
+	_, err := bcrypt.Cost([]byte(h))
+	if err != nil || len(h) != hashLen || !hasBcryptPrefix(h) {
+		return Token{}, `is not a valid bcrypt hash: it needs 60 characters ` +
+			`starting with "$2a$", "$2b$" or "$2y$" and a cost from 4 to 31`
+	}
+	return Token{Kind: TokenBcrypt, Value: h}, ""
+}
+
+// hasBcryptPrefix reports whether h starts like a bcrypt hash we accept.
+func hasBcryptPrefix(h string) bool {
+	for _, prefix := range bcryptPrefixes {
+		if strings.HasPrefix(h, prefix) {
+			return true
+		}
+	}
+	return false
+}
