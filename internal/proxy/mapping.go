@@ -299,8 +299,11 @@ func compileURLTemplate(s string, names []string) (*urlTemplate, error) {
 	if !strings.HasPrefix(s, "/") {
 		return nil, fmt.Errorf("path %q must start with /", s)
 	}
-	if strings.ContainsAny(s, "# \t\r\n") {
-		return nil, fmt.Errorf("path %q has a fragment or white space", s)
+	if strings.IndexFunc(s, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || r == '#'
+	}) >= 0 {
+		return nil, fmt.Errorf("path %q has a fragment, space or control "+
+			"character", s)
 	}
 	p, q, hasQuery := strings.Cut(s, "?")
 	u := &urlTemplate{}
