@@ -1,0 +1,209 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+)
+
+// The file's layout. Keys of accounts and journal are 8-byte big-endian
+// integers; values are JSON, so the file can be inspected with bbolt's
+// own tools.
+var (
+	bucketMeta     = []byte("meta")        // "schema" -> schemaVersion
+	bucketAccounts = []byte("accounts")    // user_automation_id -> metering.Account
+	bucketIdem     = []byte("idempotency") // key -> idemRecord
+	bucketJournal  = []byte("journal")     // seq -> metering.Entry
+
+	keySchema = []byte("schema")
+)
+
+// schemaVersion names the layout above. A file with another version is
+// refused rather than misread.
+const schemaVersion = "1"
+
+// errCorrupt marks a stored value that cannot be decoded.
+var errCorrupt = errors.New("corrupt ledger record")
+
+// idemRecord is what an idempotency key claimed: the request's
+// fingerprint and the first answer it got.
+type idemRecord struct {
+	Kind        metering.EntryKind      `json:"kind"`
+	Fingerprint []byte                  `json:"fingerprint"`
+	At          time.Time               `json:"at"`
+	Consume     *metering.ConsumeResult `json:"consume,omitempty"`
+	Account     *metering.Account       `json:"account,omitempty"`
+}
+
+// initSchema creates the buckets of a new file and checks the schema
+// version of an existing one.
+func initSchema(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketAccounts, bucketIdem, bucketJournal} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	got := meta.Get(keySchema)
+	if got == nil {
+		return meta.Put(keySchema, []byte(schemaVersion))
+	}
+	if string(got) != schemaVersion {
+		return fmt.Errorf("schema version %q, want %q", got, schemaVersion)
+	}
+	return nil
+}
+
+// idKey encodes an account id as a bucket key.
+func idKey(id int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(id))
+}
+
+// getAccount reads one account; ok is false when it does not exist.
+func getAccount(tx *bbolt.Tx, id int64) (metering.Account, bool, error) {
+	raw := tx.Bucket(bucketAccounts).Get(idKey(id))
+	if raw == nil {
+		return metering.Account{}, false, nil
+	}
+	a, err := decodeAccount(raw)
+	if err != nil {
+		return metering.Account{}, false, fmt.Errorf("account %d: %w", id, err)
+	}
+	return a, true, nil
+}
+
+// putAccount writes one account.
+func putAccount(tx *bbolt.Tx, a metering.Account) error {
+	raw, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode account %d: %w", a.UserAutomationID, err)
+	}
+	return tx.Bucket(bucketAccounts).Put(idKey(a.UserAutomationID), raw)
+}
+
+// decodeAccount decodes a stored account and checks what the ledger
+// promises about it: balances are never negative.
+func decodeAccount(raw []byte) (metering.Account, error) {
+	var a metering.Account
+	if err := strictUnmarshal(raw, &a); err != nil {
+		return metering.Account{}, err
+	}
+	if a.DemoTokens < 0 || a.PaidTokens < 0 {
+		return metering.Account{}, fmt.Errorf("negative balance: %w", errCorrupt)
+	}
+	return a, nil
+}
+
+// getIdem reads the record an idempotency key claimed; ok is false when
+// the key is free.
+func getIdem(tx *bbolt.Tx, key string) (idemRecord, bool, error) {
+	raw := tx.Bucket(bucketIdem).Get([]byte(key))
+	if raw == nil {
+		return idemRecord{}, false, nil
+	}
+	rec, err := decodeIdem(raw)
+	if err != nil {
+		return idemRecord{}, false, fmt.Errorf("idempotency record: %w", err)
+	}
+	return rec, true, nil
+}
+
+// putIdem claims key with rec.
+func putIdem(tx *bbolt.Tx, key string, rec idemRecord) error {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode idempotency record: %w", err)
+	}
+	return tx.Bucket(bucketIdem).Put([]byte(key), raw)
+}
+
+// decodeIdem decodes a stored idempotency record; it must carry the
+// answer that fits its kind.
+func decodeIdem(raw []byte) (idemRecord, error) {
+	var rec idemRecord
+	if err := strictUnmarshal(raw, &rec); err != nil {
+		return idemRecord{}, err
+	}
+	switch {
+	case rec.Kind == metering.EntryDebit && rec.Consume != nil:
+	case rec.Kind == metering.EntryCredit && rec.Account != nil:
+	default:
+		return idemRecord{}, fmt.Errorf("kind %q without its answer: %w", rec.Kind, errCorrupt)
+	}
+	return rec, nil
+}
+
+// matches reports whether rec was claimed by a request of this kind and
+// fingerprint.
+func (rec idemRecord) matches(kind metering.EntryKind, fp metering.Fingerprint) bool {
+	return rec.Kind == kind && bytes.Equal(rec.Fingerprint, fp[:])
+}
+
+// appendEntry gives e the journal's next sequence number and stores it.
+func appendEntry(tx *bbolt.Tx, e metering.Entry) error {
+	b := tx.Bucket(bucketJournal)
+	b.FillPercent = 1 // keys only ever grow: pack pages full
+	seq, err := b.NextSequence()
+	if err != nil {
+		return fmt.Errorf("journal sequence: %w", err)
+	}
+	e.Seq = seq
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode journal entry: %w", err)
+	}
+	return b.Put(binary.BigEndian.AppendUint64(nil, seq), raw)
+}
+
+// readJournal returns up to n entries with Seq > after, in order.
+func readJournal(tx *bbolt.Tx, after uint64, n int) ([]metering.Entry, error) {
+	if after == ^uint64(0) {
+		return nil, nil // nothing can follow the last sequence number
+	}
+	var out []metering.Entry
+	c := tx.Bucket(bucketJournal).Cursor()
+	start := binary.BigEndian.AppendUint64(nil, after+1)
+	for k, v := c.Seek(start); k != nil && len(out) < n; k, v = c.Next() {
+		e, err := decodeEntry(k, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// decodeEntry decodes a journal entry; its key is the authority on Seq.
+func decodeEntry(k, v []byte) (metering.Entry, error) {
+	if len(k) != 8 {
+		return metering.Entry{}, fmt.Errorf("journal key of %d bytes: %w", len(k), errCorrupt)
+	}
+	var e metering.Entry
+	if err := strictUnmarshal(v, &e); err != nil {
+		return metering.Entry{}, fmt.Errorf("journal entry: %w", err)
+	}
+	e.Seq = binary.BigEndian.Uint64(k)
+	return e, nil
+}
+
+// strictUnmarshal decodes one JSON value with no unknown fields and
+// nothing after it, so a damaged or foreign record is refused.
+func strictUnmarshal(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", errCorrupt, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data: %w", errCorrupt)
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package bolt
+
+import (
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+)
+
+// Each step below reads and decides first, returning any refusal as its
+// answer, and only then writes; a failed write is returned as abort (see
+// step). On success the step fills *out with the caller's result.
+
+// provisionStep creates the account with grant demo tokens and one journal
+// entry, or refreshes an existing account's UserID and BotTokenGiven
+// without touching its balances or the journal.
+func provisionStep(
+	tx *bbolt.Tx,
+	req metering.ProvisionRequest,
+	grant int64,
+	now time.Time,
+	out *metering.ProvisionResult,
+) (answer, abort error) {
+	acct, ok, err := getAccount(tx, req.UserAutomationID)
+	if err != nil {
+		return fmt.Errorf("provision: %w", err), nil
+	}
+
+	// Known account: refresh the facts, never the balances.
+	if ok {
+		if acct.UserID != req.UserID || acct.BotTokenGiven != req.BotTokenGiven {
+			acct.UserID = req.UserID
+			acct.BotTokenGiven = req.BotTokenGiven
+			if err := putAccount(tx, acct); err != nil {
+				return nil, err
+			}
+		}
+		*out = metering.ProvisionResult{Account: acct}
+		return nil, nil
+	}
+
+	// New account: the one demo grant, journaled once.
+	acct = metering.Account{
+		UserAutomationID: req.UserAutomationID,
+		UserID:           req.UserID,
+		DemoTokens:       grant,
+		BotTokenGiven:    req.BotTokenGiven,
+		ProvisionedAt:    now,
+	}
+	if err := putAccount(tx, acct); err != nil {
+		return nil, err
+	}
+	err = appendEntry(tx, metering.Entry{
+		Time:             now,
+		Kind:             metering.EntryProvision,
+		UserAutomationID: acct.UserAutomationID,
+		DemoDelta:        grant,
+	})
+	if err != nil {
+		return nil, err
+	}
+	*out = metering.ProvisionResult{Account: acct, Created: true}
+	return nil, nil
+}
+
+// consumeStep answers a replayed key with its first answer, else applies
+// rule to the account and stores the debit, its journal entry and the
+// key's claim together. A refusal claims the key too, so its replays are
+// refused alike; an unknown account claims nothing.
+func consumeStep(
+	tx *bbolt.Tx,
+	req metering.ConsumeRequest,
+	rule metering.DemoRule,
+	now time.Time,
+	out *metering.ConsumeResult,
+) (answer, abort error) {
+	id := req.UserAutomationID
+	fp := req.Fingerprint()
+
+	// A claimed key answers as it first did, or conflicts.
+	if req.IdempotencyKey != "" {
+		rec, ok, err := getIdem(tx, req.IdempotencyKey)
+		if err != nil {
+			return fmt.Errorf("consume %d: %w", id, err), nil
+		}
+		if ok {
+			if !rec.matches(metering.EntryDebit, fp) {
+				return fmt.Errorf("consume %d: %w", id, metering.ErrIdempotencyConflict), nil
+			}
+			*out = *rec.Consume
+			out.Replayed = true
+			return nil, nil
+		}
+	}
+
+	// Decide on the balances as this transaction sees them, which
+	// includes every earlier write of the batch.
+	acct, ok, err := getAccount(tx, id)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err), nil
+	}
+	if !ok {
+		return fmt.Errorf("consume %d: %w", id, metering.ErrUnknownAccount), nil
+	}
+	res := metering.Decide(rule, acct.DemoTokens, acct.PaidTokens, req.Units)
+
+	// Write: the debit with its journal entry, then the key's claim.
+	if res.Accepted {
+		acct.DemoTokens, acct.PaidTokens = res.RemainingDemo, res.RemainingPaid
+		if err := putAccount(tx, acct); err != nil {
+			return nil, err
+		}
+		err := appendEntry(tx, metering.Entry{
+			Time:             now,
+			Kind:             metering.EntryDebit,
+			UserAutomationID: id,
+			DemoDelta:        -res.DemoDebited,
+			PaidDelta:        -res.PaidDebited,
+			UsageType:        req.UsageType,
+			IdempotencyKey:   req.IdempotencyKey,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if req.IdempotencyKey != "" {
+		rec := idemRecord{Kind: metering.EntryDebit, Fingerprint: fp[:], At: now, Consume: &res}
+		if err := putIdem(tx, req.IdempotencyKey, rec); err != nil {
+			return nil, err
+		}
+	}
+	*out = res
+	return nil, nil
+}
+
+// creditStep answers a replayed key with the account as first answered,
+// else adds paid tokens with a journal entry and claims the key.
+func creditStep(
+	tx *bbolt.Tx,
+	req metering.CreditRequest,
+	now time.Time,
+	out *metering.Account,
+) (answer, abort error) {
+	id := req.UserAutomationID
+	fp := req.Fingerprint()
+
+	// A claimed key answers as it first did, or conflicts.
+	if req.IdempotencyKey != "" {
+		rec, ok, err := getIdem(tx, req.IdempotencyKey)
+		if err != nil {
+			return fmt.Errorf("credit %d: %w", id, err), nil
+		}
+		if ok {
+			if !rec.matches(metering.EntryCredit, fp) {
+				return fmt.Errorf("credit %d: %w", id, metering.ErrIdempotencyConflict), nil
+			}
+			*out = *rec.Account
+			return nil, nil
+		}
+	}
+
+	// Check the account and that the credit fits.
+	acct, ok, err := getAccount(tx, id)
+	if err != nil {
+		return fmt.Errorf("credit: %w", err), nil
+	}
+	if !ok {
+		return fmt.Errorf("credit %d: %w", id, metering.ErrUnknownAccount), nil
+	}
+	if err := metering.CheckCredit(acct.PaidTokens, req.Units); err != nil {
+		return fmt.Errorf("credit %d: %w", id, err), nil
+	}
+
+	// Write: the credit with its journal entry, then the key's claim.
+	acct.PaidTokens += req.Units
+	if err := putAccount(tx, acct); err != nil {
+		return nil, err
+	}
+	err = appendEntry(tx, metering.Entry{
+		Time:             now,
+		Kind:             metering.EntryCredit,
+		UserAutomationID: id,
+		PaidDelta:        req.Units,
+		Reason:           req.Reason,
+		IdempotencyKey:   req.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if req.IdempotencyKey != "" {
+		rec := idemRecord{Kind: metering.EntryCredit, Fingerprint: fp[:], At: now, Account: &acct}
+		if err := putIdem(tx, req.IdempotencyKey, rec); err != nil {
+			return nil, err
+		}
+	}
+	*out = acct
+	return nil, nil
+}
