@@ -15,7 +15,7 @@ const DefaultMaxClients = 10000
 // Limiter counts failed authentication attempts per client address and
 // refuses a client that has spent its budget. Each client has a bucket of
 // perMinute attempts that refills continuously at perMinute a minute; a
-// failure takes one, a success takes none. It is safe for concurrent use;
+// failure (Fail) takes one, nothing else does. It is safe for concurrent use;
 // a nil *Limiter limits nothing.
 //
 // Addresses are the connection peer (httpx.ClientAddr), never a forwarding
