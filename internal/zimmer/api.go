@@ -198,7 +198,8 @@ func (a *API) buildRoutes() error {
 			continue
 		}
 		for ep, h := range handlers {
-			for _, p := range []string{prefix + "/" + string(ep), prefix + "/" + string(ep) + "/"} {
+			bare := prefix + "/" + string(ep)
+			for _, p := range []string{bare, bare + "/"} {
 				if _, dup := a.routes[p]; dup {
 					errs = append(errs, fmt.Errorf("prefix %q: path %s served twice", raw, p))
 				}

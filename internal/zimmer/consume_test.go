@@ -125,7 +125,8 @@ func TestConsumeKeySource(t *testing.T) {
 
 	h.do(t, http.MethodPost, "/usage/consume", meta)
 	h.do(t, http.MethodPost, "/usage/consume", meta, "Idempotency-Key", "h1")
-	h.do(t, http.MethodPost, "/usage/consume", `{"user_automation_id":1,"units":1,"usage_type":"a"}`)
+	h.do(t, http.MethodPost, "/usage/consume",
+		`{"user_automation_id":1,"units":1,"usage_type":"a"}`)
 
 	var keys []string
 	for _, c := range h.ledger.consumes {
@@ -150,13 +151,16 @@ func TestConsumeLedgerErrors(t *testing.T) {
 			"units must be a positive integer"},
 		{"closed", metering.ErrClosed, http.StatusServiceUnavailable, detailUnavailable},
 		{"deadline", context.DeadlineExceeded, http.StatusServiceUnavailable, detailUnavailable},
-		{"other", errors.New("bolt: page 7 corrupt"), http.StatusInternalServerError, detailLedger},
+		{"other", errors.New("bolt: page 7 corrupt"), http.StatusInternalServerError,
+			detailLedger},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			fl := &funcLedger{memLedger: newMemLedger()}
-			fl.consume = func(context.Context, metering.ConsumeRequest) (metering.ConsumeResult, error) {
+			fl.consume = func(
+				context.Context, metering.ConsumeRequest,
+			) (metering.ConsumeResult, error) {
 				return metering.ConsumeResult{}, tt.err
 			}
 			h := newHarness(t, func(o *Options) { o.Ledger = fl })
@@ -224,7 +228,9 @@ func TestConsumeObserver(t *testing.T) {
 	t.Parallel()
 	var got []metering.ConsumeResult
 	h := provisioned(t, "1", func(o *Options) {
-		o.OnConsume = func(_ *http.Request, _ metering.ConsumeRequest, res metering.ConsumeResult) {
+		o.OnConsume = func(
+			_ *http.Request, _ metering.ConsumeRequest, res metering.ConsumeResult,
+		) {
 			got = append(got, res)
 		}
 	})

@@ -116,7 +116,8 @@ func TestDecodeProvision(t *testing.T) {
 		{name: "blank", body: " \n", wantErr: "request body is required"},
 		{name: "array", body: `[1]`, wantErr: "request body must be a JSON object"},
 		{name: "null", body: `null`, wantErr: "request body must be a JSON object"},
-		{name: "invalid", body: `{"user_automation_id":1,`, wantErr: "request body is not valid JSON"},
+		{name: "invalid", body: `{"user_automation_id":1,`,
+			wantErr: "request body is not valid JSON"},
 		{name: "trailing", body: `{} {}`, wantErr: "request body is not valid JSON"},
 		{name: "missing id", body: `{"user_id":1}`, wantErr: "user_automation_id is required"},
 		{name: "null id", body: `{"user_automation_id":null,"user_id":1}`,
@@ -132,7 +133,8 @@ func TestDecodeProvision(t *testing.T) {
 			wantErr: "user_id must be a positive integer"},
 		{name: "overflow", body: `{"user_automation_id":9223372036854775808,"user_id":1}`,
 			wantErr: "user_automation_id is too large"},
-		{name: "overflow string", body: `{"user_automation_id":"99999999999999999999","user_id":1}`,
+		{name: "overflow string",
+			body:    `{"user_automation_id":"99999999999999999999","user_id":1}`,
 			wantErr: "user_automation_id is too large"},
 		{name: "word", body: `{"user_automation_id":"abc","user_id":1}`,
 			wantErr: "user_automation_id must be an integer"},
@@ -219,7 +221,8 @@ func TestDecodeConsume(t *testing.T) {
 		},
 		{
 			name: "request id",
-			body: `{"user_automation_id":1,"units":1,"usage_type":"a","meta":{"request_id":"r-1"}}`,
+			body: `{"user_automation_id":1,"units":1,"usage_type":"a",` +
+				`"meta":{"request_id":"r-1"}}`,
 			want: consumeCall{UserAutomationID: 1, Units: 1, UsageType: "a", RequestID: "r-1"},
 		},
 		{
@@ -260,17 +263,20 @@ func TestDecodeConsume(t *testing.T) {
 		{name: "number usage type", body: `{"user_automation_id":1,"units":1,"usage_type":3}`,
 			wantErr: "usage_type must be a string"},
 		{name: "long action",
-			body:    `{"user_automation_id":1,"units":1,"action":"` + strings.Repeat("a", 129) + `"}`,
+			body: `{"user_automation_id":1,"units":1,"action":"` +
+				strings.Repeat("a", 129) + `"}`,
 			wantErr: "action is too long"},
 		{name: "missing id", body: `{"units":1,"usage_type":"a"}`,
 			wantErr: "user_automation_id is required"},
 		{name: "meta array", body: `{"user_automation_id":1,"units":1,"usage_type":"a","meta":[]}`,
 			wantErr: "meta must be an object"},
 		{name: "empty request id",
-			body:    `{"user_automation_id":1,"units":1,"usage_type":"a","meta":{"request_id":""}}`,
+			body: `{"user_automation_id":1,"units":1,"usage_type":"a",` +
+				`"meta":{"request_id":""}}`,
 			wantErr: "meta.request_id must not be empty"},
 		{name: "object request id",
-			body:    `{"user_automation_id":1,"units":1,"usage_type":"a","meta":{"request_id":{}}}`,
+			body: `{"user_automation_id":1,"units":1,"usage_type":"a",` +
+				`"meta":{"request_id":{}}}`,
 			wantErr: "meta.request_id must be a string"},
 	}
 	for _, tt := range tests {
@@ -492,7 +498,8 @@ func FuzzParseJSONInt(f *testing.F) {
 			!errors.Is(err, errOverflow) {
 			t.Fatalf("parseJSONInt(%q): unexpected error %v", lit, err)
 		}
-		if len(lit) > 64 || !json.Valid([]byte(lit)) || strings.Trim(lit, "-.0123456789eE+") != "" {
+		if len(lit) > 64 || !json.Valid([]byte(lit)) ||
+			strings.Trim(lit, "-.0123456789eE+") != "" {
 			return
 		}
 		if _, exp, ok := strings.Cut(strings.ToLower(lit), "e"); ok && len(exp) > 4 {

@@ -288,7 +288,9 @@ func (h *harness) lastError(t *testing.T) recordedError {
 }
 
 // do sends one request with the test token and returns the recorder.
-func (h *harness) do(t *testing.T, method, target, body string, hdr ...string) *httptest.ResponseRecorder {
+func (h *harness) do(
+	t *testing.T, method, target, body string, hdr ...string,
+) *httptest.ResponseRecorder {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {

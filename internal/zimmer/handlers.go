@@ -41,6 +41,9 @@ func badRequest(err error) (int, any, error) {
 // the limit is refused before anything is read, so a client that sent
 // "Expect: 100-continue" never gets a 100 Continue.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	if r.Body == nil {
+		return nil, http.StatusOK, nil
+	}
 	if r.ContentLength > a.opts.MaxBody {
 		return nil, http.StatusRequestEntityTooLarge,
 			fmt.Errorf("content length %d over limit %d", r.ContentLength, a.opts.MaxBody)

@@ -200,7 +200,8 @@ func TestKBStatusBadRequests(t *testing.T) {
 	h, calls := kbHarness(t, KBInfo{State: KBReady}, true)
 	tests := []struct{ method, target, body, detail string }{
 		{http.MethodGet, "/kb/status", "", "user_automation_id is required"},
-		{http.MethodGet, "/kb/status?user_automation_id=x", "", "user_automation_id must be an integer"},
+		{http.MethodGet, "/kb/status?user_automation_id=x", "",
+			"user_automation_id must be an integer"},
 		{http.MethodPost, "/kb/status", `[{"user_automation_id":1}]`,
 			"request body must be a JSON object"},
 		{http.MethodPost, "/kb/status", `{"user_id":1}`, "user_automation_id is required"},

@@ -218,7 +218,8 @@ func TestProvisionBadRequests(t *testing.T) {
 	tests := []struct{ body, detail string }{
 		{``, "request body is required"},
 		{`{"user_id":1}`, "user_automation_id is required"},
-		{`{"user_automation_id":1,"user_id":1,"demo_tokens":-1}`, "demo_tokens must not be negative"},
+		{`{"user_automation_id":1,"user_id":1,"demo_tokens":-1}`,
+			"demo_tokens must not be negative"},
 		{`not json`, "request body must be a JSON object"},
 	}
 	for _, tt := range tests {
