@@ -12,14 +12,18 @@ type ProvisionCall struct {
 	UserAutomationID int64
 	UserID           int64
 	BotToken         *string
-	DemoTokens       *int64
+	// DemoTokens is nil when the platform sent null or nothing: the
+	// ledger's default applies.
+	DemoTokens *int64
 }
 
 // ProvisionReply is what the app's hook may add to the provision answer.
 // Empty fields keep the sidecar's defaults.
 type ProvisionReply struct {
-	ServiceURL        string
-	IntegrationStatus string // "active", "pending" or "failed"
+	ServiceURL string
+	// IntegrationStatus is "active" or "pending"; "failed" is treated
+	// like an error (502, no ledger change) and other values as "active".
+	IntegrationStatus string
 	Message           string
 }
 
