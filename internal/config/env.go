@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,8 +88,7 @@ func applyOne(raw map[string]any, ev envValue, origin envOrigin) *Problem {
 			next, ok := c[seg]
 			if !ok {
 				if _, err := strconv.Atoi(segs[i+1]); err == nil {
-					return fail(p, "the file has no entries here; the environment "+
-						"can only override entries the file defines")
+					return missingEntries(p, segs[:i+1], ev.name)
 				}
 				next = map[string]any{}
 				c[seg] = next
@@ -119,7 +119,7 @@ func applyOne(raw map[string]any, ev envValue, origin envOrigin) *Problem {
 		if len(list) > 0 {
 			if _, tables := list[0].(map[string]any); tables {
 				return fail(p, "is a list of tables: set one key of an entry, like %s",
-					envName(joinKey(joinIndex(p, 0), "key")))
+					envName(joinKey(joinIndex(p, 0), last)))
 			}
 		}
 		return fail(p, "is a list: set all of it, comma-separated, with %s", envName(p))
@@ -131,4 +131,44 @@ func applyOne(raw map[string]any, ev envValue, origin envOrigin) *Problem {
 	c[last] = ev
 	origin[p] = ev.name
 	return nil
+}
+
+// missingEntries explains an index into a list the file does not have.
+func missingEntries(p string, segs []string, name string) *Problem {
+	msg := "the file has no entries here; the environment can only override " +
+		"entries the file defines"
+	if t := schemaType(segs); t != nil && t.Kind() == reflect.Slice &&
+		t.Elem().Kind() != reflect.Struct {
+		msg = "is a list: set all of it, comma-separated, with " + envName(p)
+	}
+	return &Problem{Path: p, Env: name, Message: msg}
+}
+
+// schemaType returns the Go type of the Config field at the key path segs
+// (indexes step into slices), or nil when there is none.
+func schemaType(segs []string) reflect.Type {
+	t := reflect.TypeFor[Config]()
+	for _, seg := range segs {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if _, err := strconv.Atoi(seg); err == nil && t.Kind() == reflect.Slice {
+			t = t.Elem()
+			continue
+		}
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		var next reflect.Type
+		for i := range t.NumField() {
+			if tomlKey(t.Field(i)) == seg {
+				next = t.Field(i).Type
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		t = next
+	}
+	return t
 }

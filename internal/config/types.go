@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -230,6 +231,12 @@ func (t Token) String() string { return string(t.Kind) + " token from " + t.Sour
 // GoString describes the token without its value, also for %#v.
 func (t Token) GoString() string {
 	return fmt.Sprintf("config.Token{Kind:%q, Source:%q, Value:<redacted>}", t.Kind, t.Source)
+}
+
+// MarshalJSON describes the token without its value, so that encoding a
+// Config (or logging one with a JSON handler) cannot leak it.
+func (t Token) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"kind": string(t.Kind), "source": t.Source})
 }
 
 // LogValue describes the token without its value.
