@@ -33,6 +33,12 @@ type recorder struct {
 }
 
 func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec.record(r)
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"app": "ok"})
+}
+
+// record keeps r, its body read in full.
+func (rec *recorder) record(r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	rec.mu.Lock()
 	rec.reqs = append(rec.reqs, seenRequest{
@@ -41,7 +47,6 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Body: string(body),
 	})
 	rec.mu.Unlock()
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"app": "ok"})
 }
 
 // last returns the last request the app saw.

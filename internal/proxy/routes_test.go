@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -136,4 +137,36 @@ func TestCleanPath(t *testing.T) {
 				tt.in, clean, fwd, tt.clean, tt.forward)
 		}
 	}
+}
+
+// FuzzRoute checks that pattern compilation and matching never panic,
+// that a cleaned path is stable and free of dot segments, and that a
+// match yields one value per parameter.
+func FuzzRoute(f *testing.F) {
+	f.Add("/chat/{id}/stream", "/chat/7/stream")
+	f.Add("/x/*", "/x/../y//z/")
+	f.Add("/*", "")
+	f.Add("/{a}/{b}/*", "/1/2")
+	f.Add("header:X-Tenant", "a/./b")
+	f.Fuzz(func(t *testing.T, pattern, reqPath string) {
+		_, _ = ParseUserSource(pattern)
+		_, _ = ParseCall(pattern + " " + reqPath)
+
+		clean, trailing := cleanPath(reqPath)
+		if !strings.HasPrefix(clean, "/") || strings.Contains(clean, "//") ||
+			strings.Contains(clean+"/", "/../") || strings.Contains(clean+"/", "/./") {
+			t.Fatalf("cleanPath(%q) = %q is not clean", reqPath, clean)
+		}
+		if again, _ := cleanPath(forwardPath(clean, trailing)); again != clean {
+			t.Fatalf("cleanPath not stable: %q -> %q -> %q", reqPath, clean, again)
+		}
+		rt, err := compileRoute(Route{Path: pattern})
+		if err != nil {
+			return
+		}
+		if params, ok := rt.match(clean, nil); ok && len(params) != len(rt.params) {
+			t.Fatalf("match(%q, %q): %d values for %d parameters",
+				pattern, clean, len(params), len(rt.params))
+		}
+	})
 }
