@@ -72,6 +72,9 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 			})
 			return
 		}
+		// TODO(zimmer-sidecar): a charge is not undone when the app then
+		// fails (502/504); the Ledger has no refund. A client retrying
+		// with the same Idempotency-Key is at least not charged twice.
 		st.charged, st.user, st.replay = true, user, res.Replayed
 		st.demo, st.paid = res.RemainingDemo, res.RemainingPaid
 		next.ServeHTTP(w, r)

@@ -86,8 +86,9 @@ type Options struct {
 	// hook calls send none.
 	RequestID func(ctx context.Context) string
 	// OnError learns the cause of every request the proxy answers with a
-	// 5xx (or 413) of its own. The client only sees a fixed message.
-	// Called on the request's goroutine; nil ignores causes.
+	// 5xx (or 413) of its own; the client only sees a fixed message. A
+	// client that went away shows up as context.Canceled. Called on the
+	// request's goroutine; nil ignores causes.
 	OnError func(r *http.Request, err error)
 	// ErrorLog receives httputil.ReverseProxy's own messages (body copy
 	// errors after the status went out). Nil discards them.
@@ -268,7 +269,12 @@ func stateOf(r *http.Request) *reqState {
 }
 
 // ServeHTTP routes r on its cleaned path and forwards it to the app.
+// CONNECT is refused with 405: the proxy tunnels to no one.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		httpx.Error(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+		return
+	}
 	clean, trailing := cleanPath(r.URL.Path)
 	rt, params := p.routes.lookup(clean, r.Method)
 	if rt == nil && !p.passthrough {

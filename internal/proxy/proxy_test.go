@@ -338,7 +338,7 @@ func TestPassthroughOff(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	app := newApp(t, rec)
-	_, front := newFront(t, app, Options{
+	p, front := newFront(t, app, Options{
 		Routes: []Route{{Path: "/api/*", Methods: []string{"POST"}}},
 	})
 	code, body, hdr := do(t, newReq(t, "GET", front.URL+"/other", nil))
@@ -350,6 +350,11 @@ func TestPassthroughOff(t *testing.T) {
 	}
 	if code, _, _ := do(t, newReq(t, "POST", front.URL+"/api/x", nil)); code != 200 {
 		t.Fatalf("routed: got %d, want 200", code)
+	}
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, httptest.NewRequest("CONNECT", "/api/x", nil))
+	if w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("CONNECT: got %d, want 405", w.Code)
 	}
 	if n := rec.count(); n != 1 {
 		t.Errorf("the app saw %d requests, want 1", n)
