@@ -1,0 +1,24 @@
+module github.com/zimmer-sidecar/zimmer-sidecar/bench/storechoice
+
+go 1.26.8
+
+require (
+	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/mattn/go-isatty v0.0.24 // indirect
+	github.com/ncruces/go-strftime v1.1.0 // indirect
+	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	modernc.org/libc v1.80.1 // indirect
+	modernc.org/mathutil v1.7.1 // indirect
+	modernc.org/memory v1.12.1 // indirect
+)
+
+require (
+	github.com/zimmer-sidecar/zimmer-sidecar v0.0.0-00010101000000-000000000000
+	go.etcd.io/bbolt v1.5.0
+	modernc.org/sqlite v1.62.0
+)
+
+// The ledger variant measures the product's own store from this tree.
+replace github.com/zimmer-sidecar/zimmer-sidecar => ../..
