@@ -18,9 +18,9 @@ var (
 // boltStore holds the accounts and journal in one bbolt file, opened with
 // the options the ledger uses.
 type boltStore struct {
-	db      *bbolt.DB
-	total   int64
-	group   *grouper // nil: one Update per debit
+	db    *bbolt.DB
+	total int64
+	group *grouper // nil: one Update per debit
 }
 
 func openBolt(dir string, accounts int, balance int64) (*boltStore, error) {
