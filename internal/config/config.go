@@ -178,7 +178,7 @@ type Provision struct {
 	// Call is the request sent to the app. Required.
 	Call Call `toml:"call"`
 	// Body is the JSON body sent with Call; nil or empty sends none. String values
-	// may hold {field} templates (see Fields).
+	// may hold {field} templates (see TemplateFields).
 	Body map[string]any `toml:"body"`
 	// ServiceURL, IntegrationStatus and Message optionally take the
 	// provision answer's fields from the app's JSON answer.
@@ -235,9 +235,15 @@ type Meter struct {
 	User UserRef `toml:"user"`
 }
 
-// Fields are the request fields a {name} template may use in hook calls,
-// hook bodies and zimmer.service_url.
-var Fields = []string{"user_automation_id", "user_id", "bot_token", "demo_tokens"}
+// templateFields are the request fields a {name} template may use in hook
+// calls, hook bodies and zimmer.service_url.
+var templateFields = []string{"user_automation_id", "user_id", "bot_token", "demo_tokens"}
+
+// TemplateFields returns the request fields a {name} template may use in
+// hook calls, hook bodies and zimmer.service_url.
+func TemplateFields() []string {
+	return append([]string(nil), templateFields...)
+}
 
 // Default returns the configuration used for every key the file and the
 // environment leave unset. It is not valid on its own: automation.version

@@ -81,6 +81,16 @@ func (d *decoder) decodeStruct(p string, m map[string]any, rv reflect.Value) {
 // unknownKey reports key at p, with the closest known key when one is
 // near enough to be a typo, else the list of known keys.
 func (d *decoder) unknownKey(p, key string, known []string) {
+	if d.origin.of(p) != "" {
+		// A single "_" where "__" was meant glues two levels together.
+		for _, k := range known {
+			if rest, ok := strings.CutPrefix(key, k+"_"); ok && rest != "" {
+				d.addf(p, "unknown key; levels are joined by two underscores: did you "+
+					"mean %s__%s?", envName(joinKey(parentPath(p), k)), strings.ToUpper(rest))
+				return
+			}
+		}
+	}
 	near := suggest(key, known)
 	switch {
 	case near != "" && d.origin.of(p) != "":

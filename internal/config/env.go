@@ -137,8 +137,9 @@ func applyOne(raw map[string]any, ev envValue, origin envOrigin) *Problem {
 func missingEntries(p string, segs []string, name string) *Problem {
 	msg := "the file has no entries here; the environment can only override " +
 		"entries the file defines"
-	if t := schemaType(segs); t != nil && t.Kind() == reflect.Slice &&
-		t.Elem().Kind() != reflect.Struct {
+	t := schemaType(segs)
+	if t != nil && t.Kind() == reflect.Slice &&
+		(t.Elem().Kind() != reflect.Struct || t.Elem() == reflect.TypeFor[Token]()) {
 		msg = "is a list: set all of it, comma-separated, with " + envName(p)
 	}
 	return &Problem{Path: p, Env: name, Message: msg}

@@ -93,7 +93,7 @@ func normMethod(m string) (string, bool) {
 
 // Call is an app request written "METHOD /path" in the file, e.g.
 // "POST /internal/tenants/{user_automation_id}". Path may hold {field}
-// templates (see Fields) and a query string.
+// templates (see TemplateFields) and a query string.
 type Call struct {
 	Method string // upper case
 	Path   string // starts with "/"

@@ -126,7 +126,7 @@ func TestCheckTemplate(t *testing.T) {
 		{"/t/}", `"}" without "{"`},
 	}
 	for _, tt := range tests {
-		err := checkTemplate(tt.in, Fields)
+		err := checkTemplate(tt.in, templateFields)
 		switch {
 		case tt.wantErr == "" && err != nil:
 			t.Errorf("checkTemplate(%q): got %v, want nil", tt.in, err)

@@ -286,7 +286,7 @@ func (v *validator) prefixes(z *Zimmer) {
 // serviceURL checks that the template yields an absolute http(s) URL.
 func (v *validator) serviceURL(s string) {
 	const p = "zimmer.service_url"
-	if err := checkTemplate(s, Fields); err != nil {
+	if err := checkTemplate(s, templateFields); err != nil {
 		v.addf(p, "%v", err)
 		return
 	}
@@ -304,7 +304,7 @@ func (v *validator) call(section string, c Call) {
 		v.addf(p, `is required, like "POST /internal/tenants"`)
 		return
 	}
-	if err := checkTemplate(c.Path, Fields); err != nil {
+	if err := checkTemplate(c.Path, templateFields); err != nil {
 		v.addf(p, "%v", err)
 	}
 }
@@ -313,7 +313,7 @@ func (v *validator) call(section string, c Call) {
 func (v *validator) body(p string, b any) {
 	switch t := b.(type) {
 	case string:
-		if err := checkTemplate(t, Fields); err != nil {
+		if err := checkTemplate(t, templateFields); err != nil {
 			v.addf(p, "%v", err)
 		}
 	case map[string]any:
