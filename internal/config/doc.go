@@ -14,8 +14,8 @@
 // by the key path in upper case with levels joined by "__", array-of-table
 // entries addressed by their index (ZIMMER_SIDECAR_ROUTE__0__PROTECT=true),
 // lists written comma-separated. ZIMMER_SIDECAR_CONFIG is reserved for the
-// command line (the file's path) and is not an override. config.example.toml at the repository root
-// documents every key with its default.
+// command line (the file's path) and is not an override. config.example.toml
+// at the repository root documents every key with its default.
 //
 // The package does not build components: the wiring in internal/sidecar turns
 // a Config into each package's own options.
