@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -325,7 +326,8 @@ func (d *decoder) decodeURL(p string, v any, dst **url.URL) {
 	if err != nil {
 		// The parse error quotes the whole URL, which may hold a password:
 		// report only its reason.
-		if ue, ok := err.(*url.Error); ok {
+		var ue *url.Error
+		if errors.As(err, &ue) {
 			err = ue.Err
 		}
 		d.addf(p, "is not a valid URL: %v", err)
