@@ -200,7 +200,10 @@ func (v *validator) probe(p string, pr *Probe) {
 }
 
 // backends validates the keys each ledger backend needs. A new backend
-// (postgres with a dsn) adds its key to Ledger and its check here.
+// adds its keys to Ledger and its check here.
+//
+// TODO(zimmer-sidecar): add "postgres" with a required ledger.dsn (a secret
+// reference, like auth.tokens) once internal/metering has that backend.
 var backends = map[string]func(v *validator, l *Ledger){
 	BackendBolt: func(v *validator, l *Ledger) {
 		if strings.TrimSpace(l.Path) == "" {
