@@ -91,7 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := flag.NewFlagSet("storechoice", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.dir, "dir", os.TempDir(), "directory for the stores (on the disk to measure)")
+	fs.StringVar(&cfg.dir, "dir", os.TempDir(),
+		"directory for the stores (on the disk to measure)")
 	fs.IntVar(&cfg.workers, "workers", 64, "concurrent debiting goroutines")
 	fs.IntVar(&cfg.accounts, "accounts", 1000, "accounts debited at random")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of one run")

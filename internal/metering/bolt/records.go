@@ -15,13 +15,13 @@ import (
 )
 
 // The file's layout. Keys of accounts and journal are 8-byte big-endian
-// integers; values are JSON, so the file can be inspected with bbolt's
-// own tools.
+// integers and their values binary records (codec.go); idempotency
+// records, written only for keyed requests, are JSON.
 var (
 	bucketMeta     = []byte("meta")        // "schema" -> schemaVersion
-	bucketAccounts = []byte("accounts")    // user_automation_id -> metering.Account
-	bucketIdem     = []byte("idempotency") // key -> idemRecord
-	bucketJournal  = []byte("journal")     // seq -> metering.Entry
+	bucketAccounts = []byte("accounts")    // user_automation_id -> account v1
+	bucketIdem     = []byte("idempotency") // key -> idemRecord as JSON
+	bucketJournal  = []byte("journal")     // seq -> entry v1
 
 	keySchema = []byte("schema")
 )
@@ -73,7 +73,7 @@ func getAccount(tx *bbolt.Tx, id int64) (metering.Account, bool, error) {
 	if raw == nil {
 		return metering.Account{}, false, nil
 	}
-	a, err := decodeAccount(raw)
+	a, err := decodeAccount(id, raw)
 	if err != nil {
 		return metering.Account{}, false, fmt.Errorf("account %d: %w", id, err)
 	}
@@ -82,24 +82,7 @@ func getAccount(tx *bbolt.Tx, id int64) (metering.Account, bool, error) {
 
 // putAccount writes one account.
 func putAccount(tx *bbolt.Tx, a metering.Account) error {
-	raw, err := json.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("encode account %d: %w", a.UserAutomationID, err)
-	}
-	return tx.Bucket(bucketAccounts).Put(idKey(a.UserAutomationID), raw)
-}
-
-// decodeAccount decodes a stored account and checks what the ledger
-// promises about it: balances are never negative.
-func decodeAccount(raw []byte) (metering.Account, error) {
-	var a metering.Account
-	if err := strictUnmarshal(raw, &a); err != nil {
-		return metering.Account{}, err
-	}
-	if a.DemoTokens < 0 || a.PaidTokens < 0 {
-		return metering.Account{}, fmt.Errorf("negative balance: %w", errCorrupt)
-	}
-	return a, nil
+	return tx.Bucket(bucketAccounts).Put(idKey(a.UserAutomationID), encodeAccount(a))
 }
 
 // getIdem reads the record an idempotency key claimed; ok is false when
@@ -155,10 +138,9 @@ func appendEntry(tx *bbolt.Tx, e metering.Entry) error {
 	if err != nil {
 		return fmt.Errorf("journal sequence: %w", err)
 	}
-	e.Seq = seq
-	raw, err := json.Marshal(e)
+	raw, err := encodeEntry(e)
 	if err != nil {
-		return fmt.Errorf("encode journal entry: %w", err)
+		return err
 	}
 	return b.Put(binary.BigEndian.AppendUint64(nil, seq), raw)
 }
@@ -179,19 +161,6 @@ func readJournal(tx *bbolt.Tx, after uint64, n int) ([]metering.Entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-// decodeEntry decodes a journal entry; its key is the authority on Seq.
-func decodeEntry(k, v []byte) (metering.Entry, error) {
-	if len(k) != 8 {
-		return metering.Entry{}, fmt.Errorf("journal key of %d bytes: %w", len(k), errCorrupt)
-	}
-	var e metering.Entry
-	if err := strictUnmarshal(v, &e); err != nil {
-		return metering.Entry{}, fmt.Errorf("journal entry: %w", err)
-	}
-	e.Seq = binary.BigEndian.Uint64(k)
-	return e, nil
 }
 
 // strictUnmarshal decodes one JSON value with no unknown fields and
