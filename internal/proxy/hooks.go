@@ -178,6 +178,12 @@ type ProvisionOptions struct {
 	// answer. Missing or null leaves the sidecar's default; a value that
 	// is not an absolute http(s) URL fails the provisioning.
 	ServiceURL Field
+	// IntegrationStatus, when configured, takes integration_status
+	// ("active", "pending" or "failed") from the answer; any other value
+	// fails the provisioning.
+	IntegrationStatus Field
+	// Message, when configured, takes the answer's message text.
+	Message Field
 }
 
 // ProvisionHook calls the app when an account is provisioned. It
@@ -186,6 +192,8 @@ type ProvisionHook struct {
 	p          *Proxy
 	call       *compiledCall
 	serviceURL *Extractor // nil: not configured
+	status     *Extractor // nil: not configured
+	message    *Extractor // nil: not configured
 }
 
 var _ zimmer.ProvisionHook = (*ProvisionHook)(nil)
@@ -204,7 +212,22 @@ func (p *Proxy) NewProvisionHook(o ProvisionOptions) (*ProvisionHook, error) {
 			return nil, fmt.Errorf("provision: service_url: %w", err)
 		}
 	}
+	if !o.IntegrationStatus.IsZero() {
+		if h.status, err = CompileField(o.IntegrationStatus); err != nil {
+			return nil, fmt.Errorf("provision: integration_status: %w", err)
+		}
+	}
+	if !o.Message.IsZero() {
+		if h.message, err = CompileField(o.Message); err != nil {
+			return nil, fmt.Errorf("provision: message: %w", err)
+		}
+	}
 	return h, nil
+}
+
+// wantsAnswer reports whether any answer field is extracted.
+func (h *ProvisionHook) wantsAnswer() bool {
+	return h.serviceURL != nil || h.status != nil || h.message != nil
 }
 
 // Provision calls the app. Any transport error or non-2xx answer is an
@@ -223,29 +246,64 @@ func (h *ProvisionHook) Provision(ctx context.Context,
 	if c.DemoTokens != nil {
 		v[FieldDemoTokens] = *c.DemoTokens
 	}
-	body, err := h.p.call(ctx, h.call, v, h.serviceURL != nil)
+	body, err := h.p.call(ctx, h.call, v, h.wantsAnswer())
 	if err != nil {
 		return zimmer.ProvisionReply{}, err
 	}
-	if h.serviceURL == nil || len(bytes.TrimSpace(body)) == 0 {
+	if !h.wantsAnswer() || len(bytes.TrimSpace(body)) == 0 {
 		return zimmer.ProvisionReply{}, nil
 	}
 	doc, err := DecodeJSON(body)
 	if err != nil {
 		return zimmer.ProvisionReply{}, fmt.Errorf("provision: answer: %w", err)
 	}
-	raw, ok := h.serviceURL.Extract(doc)
+	return h.reply(doc)
+}
+
+// reply extracts the configured answer fields from the app's JSON.
+func (h *ProvisionHook) reply(doc any) (zimmer.ProvisionReply, error) {
+	var out zimmer.ProvisionReply
+	if s, ok, err := extractString(h.serviceURL, doc); err != nil {
+		return out, fmt.Errorf("provision: service_url: %w", err)
+	} else if ok {
+		if err := checkServiceURL(s); err != nil {
+			return out, fmt.Errorf("provision: service_url: %w", err)
+		}
+		out.ServiceURL = s
+	}
+	if s, ok, err := extractString(h.status, doc); err != nil {
+		return out, fmt.Errorf("provision: integration_status: %w", err)
+	} else if ok {
+		switch s {
+		case zimmer.IntegrationActive, zimmer.IntegrationPending, zimmer.IntegrationFailed:
+			out.IntegrationStatus = s
+		default:
+			return out, errors.New("provision: integration_status: " +
+				"want active, pending or failed")
+		}
+	}
+	if s, ok, err := extractString(h.message, doc); err != nil {
+		return out, fmt.Errorf("provision: message: %w", err)
+	} else if ok {
+		out.Message = s
+	}
+	return out, nil
+}
+
+// extractString applies x (nil: not configured) to doc as a string.
+func extractString(x *Extractor, doc any) (string, bool, error) {
+	if x == nil {
+		return "", false, nil
+	}
+	raw, ok := x.Extract(doc)
 	if !ok {
-		return zimmer.ProvisionReply{}, nil
+		return "", false, nil
 	}
 	s, err := ToString(raw)
-	if err == nil {
-		err = checkServiceURL(s)
-	}
 	if err != nil {
-		return zimmer.ProvisionReply{}, fmt.Errorf("provision: service_url: %w", err)
+		return "", false, err
 	}
-	return zimmer.ProvisionReply{ServiceURL: s}, nil
+	return s, true, nil
 }
 
 // checkServiceURL accepts an absolute http or https URL.

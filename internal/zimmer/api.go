@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
@@ -286,6 +287,7 @@ type endpointFunc func(w http.ResponseWriter, r *http.Request) (int, any, error)
 // reports failures.
 func (a *API) endpoint(ep Endpoint, fn endpointFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logging.FromContext(r.Context()).SetEndpoint(string(ep))
 		status, body, err := fn(w, r)
 		if err != nil && a.opts.OnError != nil {
 			a.opts.OnError(r, ep, status, err)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
@@ -34,6 +35,7 @@ func (a *API) consume(w http.ResponseWriter, r *http.Request) (int, any, error) 
 	if err != nil {
 		return badRequest(err)
 	}
+	logging.FromContext(r.Context()).SetUser(call.UserAutomationID)
 	if key == "" {
 		key = call.RequestID
 	}

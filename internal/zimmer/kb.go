@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 )
 
 // kbStatus serves KB status. The method tells the dialect: a GET (the
@@ -99,6 +101,7 @@ func (a *API) readKBCall(w http.ResponseWriter, r *http.Request) (kbCall, int, a
 		status, ans, err := badRequest(err)
 		return kbCall{}, status, ans, err
 	}
+	logging.FromContext(r.Context()).SetUser(call.UserAutomationID)
 	return call, http.StatusOK, nil, nil
 }
 

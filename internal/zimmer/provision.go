@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
@@ -26,6 +27,7 @@ func (a *API) provision(w http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return badRequest(err)
 	}
+	logging.FromContext(r.Context()).SetUser(call.UserAutomationID)
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.ProvisionTimeout)
 	defer cancel()
 

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/admin"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/sidecar"
+)
+
+// defaultConfigPath is used when neither -config nor the environment names
+// a file.
+const defaultConfigPath = "zimmer-sidecar.toml"
+
+func configPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if p := os.Getenv(config.EnvConfigPath); p != "" {
+		return p
+	}
+	return defaultConfigPath
+}
+
+// loadConfig loads and validates path, printing every problem and warning
+// on stderr.
+func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
+	cfg, err := config.Load(path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, fmt.Errorf("invalid configuration %s", path)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w.Format(path))
+	}
+	return cfg, nil
+}
+
+func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
+	started := time.Now()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := loadConfig(configPath(*path), stderr)
+	if err != nil {
+		return err
+	}
+
+	red := logging.NewRedactor()
+	logger := logging.New(stderr, cfg.Log.Level, red).
+		With(slog.String("version", version))
+	sc, err := sidecar.New(cfg, sidecar.Options{
+		Logger:   logger,
+		Redactor: red,
+		Started:  started,
+	})
+	if err != nil {
+		return err
+	}
+	return sc.Run(ctx)
+}
+
+func checkConfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "usage: zimmer-sidecar check-config [FILE]")
+		return errUsage
+	}
+	path := configPath(fs.Arg(0))
+	if _, err := loadConfig(path, stderr); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return nil
+}
+
+// ledgerCommand implements `ledger show|credit|export` as a client of the
+// admin listener, so it works while the sidecar holds the store open.
+func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("ledger "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	adminURL := fs.String("admin", "", "admin listener URL (default: from the config)")
+	path := fs.String("config", "", "configuration file, to find the admin listener")
+	reason := fs.String("reason", "", "credit: why the tokens are added (journaled)")
+	key := fs.String("idempotency-key", "", "credit: a key that makes a retry safe")
+	after := fs.Uint64("after", 0, "export: only entries after this sequence number")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return errUsage
+	}
+	client, err := adminClient(*adminURL, *path, stderr)
+	if err != nil {
+		return err
+	}
+
+	switch sub {
+	case "show":
+		id, err := positiveArg(pos, 0, "ID")
+		if err != nil {
+			fmt.Fprintln(stderr, "usage: zimmer-sidecar ledger show ID")
+			return errUsage
+		}
+		acct, err := client.Account(id)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, acct)
+	case "credit":
+		id, err1 := positiveArg(pos, 0, "ID")
+		units, err2 := positiveArg(pos, 1, "UNITS")
+		if err := errors.Join(err1, err2); err != nil {
+			fmt.Fprintln(stderr, "usage: zimmer-sidecar ledger credit ID UNITS "+
+				"[-reason TEXT] [-idempotency-key KEY]")
+			return errUsage
+		}
+		acct, err := client.Credit(admin.CreditBody{
+			UserAutomationID: id, Units: units, Reason: *reason,
+		}, *key)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, acct)
+	case "export":
+		return client.Journal(*after, stdout)
+	}
+	fmt.Fprintf(stderr, "unknown ledger command %q\n", sub)
+	return errUsage
+}
+
+// adminClient finds the admin listener from -admin or the config file.
+func adminClient(flagURL, path string, stderr io.Writer) (*admin.Client, error) {
+	c := &admin.Client{Base: flagURL}
+	if c.Base != "" {
+		return c, nil
+	}
+	cfg, err := loadConfig(configPath(path), stderr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Listen.Admin == "" {
+		return nil, errors.New("the admin listener is disabled (listen.admin is empty)")
+	}
+	c.Base = "http://" + dialable(cfg.Listen.Admin)
+	for _, t := range cfg.Auth.Tokens {
+		if t.Kind == config.TokenPlain {
+			c.Token = t.Value // needed when admin is not on loopback
+			break
+		}
+	}
+	return c, nil
+}
+
+// parseInterleaved parses flags that may stand before, between or after
+// the positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func positiveArg(pos []string, i int, name string) (int64, error) {
+	if i >= len(pos) {
+		return 0, fmt.Errorf("%s is missing", name)
+	}
+	n, err := strconv.ParseInt(pos[i], 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s must be a positive integer", name)
+	}
+	return n, nil
+}
+
+// dialable turns a listen address into one a client can dial: an empty or
+// unspecified host becomes loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

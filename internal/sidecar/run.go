@@ -1,0 +1,129 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// Run serves until ctx is cancelled, then shuts down in order: readiness
+// drops at once, in-flight requests drain within listen.shutdown_grace,
+// the probes stop and the ledger closes. It returns nil after a clean
+// drain, or the first error that stopped the sidecar.
+func (s *Sidecar) Run(ctx context.Context) error {
+	defer s.Close()
+
+	// 1. Listeners first, so a port conflict fails before anything else.
+	if err := s.Listen(); err != nil {
+		return err
+	}
+
+	// 2. One probe round, so /health has a verdict from the first request.
+	first := s.monitor.CheckNow(ctx)
+
+	monCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = s.monitor.Run(monCtx)
+	}()
+	defer func() {
+		stopMonitor()
+		wg.Wait()
+	}()
+
+	// 3. Serve both listeners.
+	public := s.server(s.Handler())
+	servers := []*http.Server{public}
+	errc := make(chan error, 2)
+	go func() { errc <- serve(public, s.publicLn, "public") }()
+	if s.adminLn != nil {
+		adm := s.server(s.AdminHandler())
+		servers = append(servers, adm)
+		go func() { errc <- serve(adm, s.adminLn, "admin") }()
+	}
+	s.logStart(first.Status)
+	s.ready.SetReady(true)
+
+	// 4. Wait for the signal (or a listener failure).
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+
+	// 5. Drain: readiness false first, then the public listener stops
+	// accepting and in-flight requests and streams get the grace period;
+	// the admin listener keeps answering /readyz until the public one is
+	// drained.
+	s.ready.SetShuttingDown()
+	s.log.Info("shutting down", slog.Duration("grace", s.cfg.Listen.ShutdownGrace))
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx),
+		s.cfg.Listen.ShutdownGrace)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(grace); err != nil {
+			_ = srv.Close()
+			if runErr == nil {
+				runErr = fmt.Errorf("drain did not finish within %s: %w",
+					s.cfg.Listen.ShutdownGrace, err)
+			}
+		}
+	}
+	if runErr == nil {
+		s.log.Info("drained")
+	}
+	return runErr
+}
+
+func serve(srv *http.Server, ln net.Listener, name string) error {
+	err := srv.Serve(ln)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	return nil
+}
+
+// logStart says what the sidecar listens on and where it routes.
+func (s *Sidecar) logStart(verdict string) {
+	routes := make([]string, 0, len(s.cfg.Routes))
+	for _, r := range s.cfg.Routes {
+		routes = append(routes, r.Path)
+	}
+	s.log.Info("listening",
+		slog.String("public", s.PublicAddr()),
+		slog.String("admin", s.AdminAddr()),
+		slog.String("app", s.cfg.App.URL.Redacted()),
+		slog.Any("zimmer_prefixes", s.cfg.Zimmer.Prefixes),
+		slog.Any("routes", routes),
+		slog.Bool("passthrough", s.cfg.App.Passthrough),
+		slog.String("ledger", s.cfg.Ledger.Backend+":"+s.cfg.Ledger.Path),
+		slog.Int("service_tokens", len(s.cfg.Auth.Tokens)),
+		slog.String("health", verdict))
+}
+
+// Close releases the ledger and idle app connections. It is idempotent
+// and safe after Run returned; Run calls it itself.
+func (s *Sidecar) Close() error {
+	s.closeOnce.Do(func() {
+		if snap := s.current.Load(); snap != nil {
+			_ = snap.proxy.Close()
+		}
+		// Listeners Run served are closed already; these closes matter
+		// when Listen was called without Run.
+		for _, ln := range []net.Listener{s.publicLn, s.adminLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		if err := s.ledger.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close ledger: %w", err)
+		}
+	})
+	return s.closeErr
+}

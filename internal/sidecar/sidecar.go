@@ -1,0 +1,307 @@
+// Package sidecar wires the concern packages into one running sidecar:
+// it converts the configuration into each package's options, opens the
+// ledger and the listeners, serves, and orders the shutdown.
+//
+// It holds no business rules of its own. Long-lived state (the ledger, the
+// failed-attempt limiter, the health monitor, readiness) is built once; the
+// request-serving graph (verifier, proxy, Zimmer endpoints) is a snapshot
+// that a reload can swap atomically.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/netutil"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/admin"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/auth"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/proxy"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/zimmer"
+)
+
+// Options are the process facts the configuration does not hold.
+type Options struct {
+	// Logger receives every log line. Required; its handler should redact
+	// through Redactor.
+	Logger *slog.Logger
+
+	// Redactor learns the service tokens so that no log line carries them.
+	// Nil: none is registered.
+	Redactor *logging.Redactor
+
+	// Started is the process start time, for /health's uptime. Zero: now.
+	Started time.Time
+}
+
+// Sidecar is one running zimmer-sidecar.
+type Sidecar struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	ledger  metering.Ledger
+	limiter *auth.Limiter
+	monitor *health.Monitor
+	ready   health.Readiness
+
+	verifier atomic.Pointer[auth.Verifier]
+	current  atomic.Pointer[snapshot]
+
+	publicLn net.Listener
+	adminLn  net.Listener
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// snapshot is the request-serving graph built from one configuration.
+type snapshot struct {
+	api   *zimmer.API
+	proxy *proxy.Proxy
+}
+
+// New builds a sidecar from a validated configuration and opens its ledger.
+// It opens no listener: call Listen or Run. Close releases what New opened
+// when Run is never called.
+func New(cfg *config.Config, opts Options) (*Sidecar, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("sidecar: a logger is required")
+	}
+	if opts.Started.IsZero() {
+		opts.Started = time.Now()
+	}
+	if opts.Redactor != nil {
+		opts.Redactor.Add(plainSecrets(cfg.Auth.Tokens)...)
+	}
+	s := &Sidecar{
+		cfg:     cfg,
+		log:     opts.Logger,
+		limiter: auth.NewLimiter(cfg.Auth.FailuresPerMinute, 0, nil),
+	}
+
+	// 1. The ledger: the one component with durable state.
+	l, err := openLedger(cfg.Ledger)
+	if err != nil {
+		return nil, err
+	}
+	s.ledger = l
+
+	// 2. Health probes of the app.
+	s.monitor, err = health.New(health.Options{
+		BaseURL: cfg.App.URL,
+		Probes:  probeOptions(cfg.App.Probes),
+		Version: cfg.Automation.Version,
+		Started: opts.Started,
+	})
+	if err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("health: %w", err)
+	}
+
+	// 3. The request-serving graph.
+	if err := s.install(cfg); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// install builds the verifier and the serving snapshot from cfg and makes
+// them current.
+func (s *Sidecar) install(cfg *config.Config) error {
+	v, err := auth.New(authTokens(cfg.Auth.Tokens), auth.Options{
+		AcceptBearer:    cfg.Auth.AcceptBearer,
+		BcryptCacheSize: bcryptCache(cfg.Auth.BcryptCacheSize),
+		Limiter:         s.limiter,
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+
+	p, err := proxy.New(proxy.Options{
+		AppURL:                cfg.App.URL.String(),
+		Passthrough:           cfg.App.Passthrough,
+		Routes:                proxyRoutes(cfg.Routes),
+		Auth:                  s.authWrap,
+		Ledger:                s.ledger,
+		MaxBody:               int64(cfg.Listen.MaxBody),
+		ConnectTimeout:        cfg.App.ConnectTimeout,
+		ResponseHeaderTimeout: cfg.App.ResponseHeaderTimeout,
+		MaxIdleConns:          cfg.App.MaxIdleConns,
+		RequestID:             logging.RequestID,
+		OnError:               s.proxyError,
+		ErrorLog:              slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	hook, kb, err := appHooks(cfg.Zimmer, p)
+	if err != nil {
+		return err
+	}
+	api, err := zimmer.New(zimmer.Options{
+		Prefixes:   cfg.Zimmer.Prefixes,
+		Ledger:     s.ledger,
+		Auth:       s.authWrap,
+		Health:     s.monitor.Handler(),
+		Provision:  hook,
+		KB:         kb,
+		ServiceURL: cfg.Zimmer.ServiceURL,
+		MaxBody:    int64(cfg.Listen.MaxBody),
+		MaxUnits:   cfg.Ledger.MaxUnits,
+		OnError:    s.zimmerError,
+	})
+	if err != nil {
+		return fmt.Errorf("zimmer endpoints: %w", err)
+	}
+
+	s.verifier.Store(v)
+	if old := s.current.Swap(&snapshot{api: api, proxy: p}); old != nil {
+		_ = old.proxy.Close()
+	}
+	return nil
+}
+
+// bcryptCache maps the config's "0 disables" to auth's "negative disables".
+func bcryptCache(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// ServeHTTP routes a public request: Zimmer endpoints on their exact
+// cleaned paths, everything else to the app through the proxy.
+func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	snap := s.current.Load()
+	if h, ok := snap.api.Lookup(zimmer.CleanPath(r.URL.Path)); ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	logging.FromContext(r.Context()).SetEndpoint("proxy")
+	snap.proxy.ServeHTTP(w, r)
+}
+
+// Handler returns the public listener's whole handler chain.
+func (s *Sidecar) Handler() http.Handler {
+	return logging.Access(s.log, s.cfg.Log.Access, nil, s)
+}
+
+// AdminHandler returns the admin listener's handler: liveness, readiness
+// and the ledger admin API (which requires the service token when the
+// admin listener is not on loopback).
+func (s *Sidecar) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /livez", s.ready.LivezHandler())
+	mux.Handle("GET /readyz", s.ready.ReadyzHandler())
+	var wrap func(http.Handler) http.Handler
+	if !isLoopback(s.cfg.Listen.Admin) {
+		wrap = s.authWrap
+	}
+	admin.Register(mux, s.ledger, wrap)
+	return logging.Access(s.log, s.cfg.Log.Access, nil, mux)
+}
+
+func (s *Sidecar) proxyError(r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away; nothing to act on
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "app request failed",
+		slog.String("request_id", logging.RequestID(r.Context())),
+		slog.String("path", r.URL.Path),
+		slog.Any("err", err))
+}
+
+func (s *Sidecar) zimmerError(r *http.Request, ep zimmer.Endpoint, status int, err error) {
+	lvl := slog.LevelInfo
+	if status >= 500 {
+		lvl = slog.LevelError
+	}
+	s.log.LogAttrs(r.Context(), lvl, "zimmer endpoint failed",
+		slog.String("request_id", logging.RequestID(r.Context())),
+		slog.String("endpoint", string(ep)),
+		slog.Int("status", status),
+		slog.Any("err", err))
+}
+
+// Listen opens the public and admin listeners. Run calls it when it was
+// not called before; tests call it to learn the addresses first.
+func (s *Sidecar) Listen() error {
+	if s.publicLn != nil {
+		return nil
+	}
+	pub, err := listen(s.cfg.Listen.Public, s.cfg.Listen.MaxConnections)
+	if err != nil {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	s.publicLn = pub
+	if s.cfg.Listen.Admin != "" {
+		adm, err := listen(s.cfg.Listen.Admin, s.cfg.Listen.MaxConnections)
+		if err != nil {
+			_ = pub.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		s.adminLn = adm
+	}
+	return nil
+}
+
+func listen(addr string, maxConns int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns > 0 {
+		ln = netutil.LimitListener(ln, maxConns)
+	}
+	return ln, nil
+}
+
+// PublicAddr returns the public listener's address once Listen succeeded.
+func (s *Sidecar) PublicAddr() string { return addrOf(s.publicLn) }
+
+// AdminAddr returns the admin listener's address, or "" when disabled.
+func (s *Sidecar) AdminAddr() string { return addrOf(s.adminLn) }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// isLoopback reports whether a listen address binds to loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Sidecar) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.Listen.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.Listen.IdleTimeout,
+		MaxHeaderBytes:    int(s.cfg.Listen.MaxHeaderBytes),
+		// No WriteTimeout: streamed answers must outlive any fixed bound.
+		// net/http's own error lines (bad handshakes, panics) go to the
+		// structured log.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}

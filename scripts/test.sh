@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs and starts what the tests need when
+# it is missing, so it works on a fresh machine and in CI (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+# Tools the end-to-end tests run: Python 3 and Node.js for the example
+# apps. They come with the machine; install from Debian if missing.
+missing=()
+need_cmd python3 || missing+=(python3)
+need_cmd node || missing+=(nodejs)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && need_cmd apt-get; then
+    log "installing ${missing[*]}"
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]} (install them, or run as root to let this script do it)" >&2
+    exit 1
+  fi
+fi
+
+log "go vet"
+go vet ./...
+
+log "go test"
+# -count=1: never report a cached pass for tests that start real processes.
+go test -race -count=1 -timeout 30m ./...
