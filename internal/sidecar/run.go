@@ -62,7 +62,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	// the admin listener keeps answering /readyz until the public one is
 	// drained.
 	s.ready.SetShuttingDown()
-	s.log.Info("shutting down", slog.Duration("grace", s.cfg.Listen.ShutdownGrace))
+	s.log.Info("shutting down", slog.String("grace", s.cfg.Listen.ShutdownGrace.String()))
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 		s.cfg.Listen.ShutdownGrace)
 	defer cancel()
