@@ -26,6 +26,11 @@ var (
 	keySchema = []byte("schema")
 )
 
+// TODO(zimmer-sidecar): idempotency records and journal entries are kept
+// forever, so the file grows with every keyed request and every balance
+// change. Expire idempotency records after a retention window and let an
+// operator archive and trim journal prefixes.
+
 // schemaVersion names the layout above. A file with another version is
 // refused rather than misread.
 const schemaVersion = "1"
