@@ -26,11 +26,7 @@ func openLedger(c config.Ledger) (metering.Ledger, error) {
 	}
 	switch c.Backend {
 	case config.BackendBolt:
-		st, err := bolt.Open(c.Path, opts)
-		if err != nil {
-			return nil, fmt.Errorf("open ledger %s: %w", c.Path, err)
-		}
-		return st, nil
+		return bolt.Open(c.Path, opts)
 	}
 	return nil, fmt.Errorf("ledger backend %q is not supported", c.Backend)
 }

@@ -149,6 +149,8 @@ func TestConsumeLedgerErrors(t *testing.T) {
 		{"conflict", metering.ErrIdempotencyConflict, http.StatusConflict, detailConflict},
 		{"invalid units", metering.ErrInvalidUnits, http.StatusBadRequest,
 			"units must be a positive integer"},
+		{"invalid key", metering.ErrInvalidIdempotencyKey, http.StatusBadRequest,
+			"Idempotency-Key must be at most 255 printable ASCII characters"},
 		{"closed", metering.ErrClosed, http.StatusServiceUnavailable, detailUnavailable},
 		{"deadline", context.DeadlineExceeded, http.StatusServiceUnavailable, detailUnavailable},
 		{"other", errors.New("bolt: page 7 corrupt"), http.StatusInternalServerError,

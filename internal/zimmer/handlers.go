@@ -77,6 +77,9 @@ func ledgerFailure(err error) (int, any, error) {
 		return fail(http.StatusConflict, detailConflict, err)
 	case errors.Is(err, metering.ErrInvalidUnits):
 		return fail(http.StatusBadRequest, "units must be a positive integer", err)
+	case errors.Is(err, metering.ErrInvalidIdempotencyKey):
+		return fail(http.StatusBadRequest,
+			"Idempotency-Key must be at most 255 printable ASCII characters", err)
 	case errors.Is(err, metering.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded):
 		return fail(http.StatusServiceUnavailable, detailUnavailable, err)
