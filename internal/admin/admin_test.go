@@ -52,7 +52,11 @@ func newHandler(l metering.Ledger) http.Handler {
 }
 
 // serve sends one request to h and returns the recorded answer.
-func serve(h http.Handler, method, target, body string, hdr http.Header) *httptest.ResponseRecorder {
+func serve(
+	h http.Handler,
+	method, target, body string,
+	hdr http.Header,
+) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, strings.NewReader(body))
 	for k, v := range hdr {
 		req.Header[k] = v
