@@ -28,14 +28,23 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// BinaryEnv names an environment variable that, when set, is the path of
+// a prebuilt zimmer-sidecar binary to test instead of building one (a
+// release artifact in CI, or a snapshot while the tree does not build).
+const BinaryEnv = "E2E_SIDECAR_BINARY"
+
 // Binary returns the path of a zimmer-sidecar binary built from this
-// module's ./cmd/zimmer-sidecar. The first call builds it, with -race when
-// the test binary has the race detector, so product races surface as
-// "DATA RACE" reports on the sidecar's stderr; later calls reuse it. A
-// build failure fails t.
+// module's ./cmd/zimmer-sidecar, or the one BinaryEnv names. The first
+// call builds it, with -race when the test binary has the race detector,
+// so product races surface as "DATA RACE" reports on the sidecar's
+// stderr; later calls reuse it. A build failure fails t.
 func Binary(t testing.TB) string {
 	t.Helper()
 	build.once.Do(func() {
+		if p := os.Getenv(BinaryEnv); p != "" {
+			build.path, build.err = filepath.Abs(p)
+			return
+		}
 		build.path, build.err = buildBinary()
 	})
 	if build.err != nil {
