@@ -6,6 +6,14 @@
 // checked by the storage-agnostic conformance suite in ledgertest. The
 // package does no HTTP: decoding requests and encoding answers is the
 // zimmer package's job.
+//
+// Every balance change is a journal entry written with it: the first
+// provision's demo grant, a debit (Consume), a credit (Credit) and a
+// refund (Refund), which gives one accepted debit's tokens back to the
+// balances they came from. A refund names its debit by the idempotency
+// key the debit was made with, so only keyed debits can be refunded; the
+// proxy gives every metered call a key for that reason and refunds the
+// charge when the app did not answer.
 package metering
 
 import (
@@ -34,6 +42,11 @@ var (
 	// An empty key means "no idempotency" to the ledger; rejecting an
 	// empty but present header is the HTTP layer's job.
 	ErrInvalidIdempotencyKey = errors.New("invalid idempotency key")
+
+	// ErrUnknownDebit: Refund named no accepted debit of that account: the
+	// key is empty, free, or holds a refusal, a credit or another
+	// account's debit.
+	ErrUnknownDebit = errors.New("no accepted debit with that idempotency key")
 )
 
 // Options are the rules every backend applies. The zero value is usable:
@@ -107,9 +120,10 @@ type ConsumeRequest struct {
 	// IdempotencyKey, when not empty, is committed in the same transaction
 	// as the debit; a later request with the same key gets the first
 	// answer back without a second debit, whether that answer was an
-	// acceptance or a refusal. The same key with a different account,
-	// units or usage type is ErrIdempotencyConflict. Keys share one
-	// namespace with CreditRequest keys.
+	// acceptance or a refusal, and even after the debit was refunded. The
+	// same key with a different account, units or usage type is
+	// ErrIdempotencyConflict. Keys share one namespace with CreditRequest
+	// keys. Only a keyed debit can be refunded (see Ledger.Refund).
 	IdempotencyKey string
 }
 
@@ -125,6 +139,10 @@ type ConsumeResult struct {
 	// Replayed is true when the answer came from an earlier request with
 	// the same idempotency key.
 	Replayed bool `json:"-"`
+	// Refunded is true on a replay whose accepted debit has since been
+	// refunded: the tokens are back and nothing is charged for the key
+	// any more. The other fields still hold the first answer.
+	Refunded bool `json:"-"`
 }
 
 // CreditRequest adds paid tokens to an account. Units must be positive
@@ -149,7 +167,18 @@ const (
 	EntryDebit EntryKind = "debit"
 	// EntryCredit is a Credit (positive PaidDelta).
 	EntryCredit EntryKind = "credit"
+	// EntryRefund is a Refund: the refunded debit's deltas negated, with
+	// its usage type and idempotency key and the refund's reason.
+	EntryRefund EntryKind = "refund"
 )
+
+// RefundRequest gives back the tokens of one accepted debit, named by the
+// idempotency key it was made with. Reason is journaled as it is.
+type RefundRequest struct {
+	UserAutomationID int64
+	IdempotencyKey   string
+	Reason           string
+}
 
 // Entry is one journal line. The journal is append-only: every balance
 // change has exactly one entry, written in the same transaction.
@@ -168,9 +197,9 @@ type Entry struct {
 // Ledger is the storage contract. Implementations are safe for concurrent
 // use; every method is atomic and durable when it returns nil. A write
 // that returns an error other than a refusal sentinel (ErrUnknownAccount,
-// ErrInvalidUnits, ErrInvalidIdempotencyKey, ErrIdempotencyConflict) may
-// be retried with the same idempotency key: a failed write claims
-// nothing. After Close every method returns ErrClosed.
+// ErrInvalidUnits, ErrInvalidIdempotencyKey, ErrIdempotencyConflict,
+// ErrUnknownDebit) may be retried with the same idempotency key: a failed
+// write claims nothing. After Close every method returns ErrClosed.
 type Ledger interface {
 	// Provision creates the account or refreshes it (see ProvisionRequest).
 	Provision(ctx context.Context, req ProvisionRequest) (ProvisionResult, error)
@@ -185,6 +214,19 @@ type Ledger interface {
 	// returns an error or limit entries were visited (limit <= 0: all).
 	// fn's error is returned as is. fn may call the Ledger.
 	Journal(ctx context.Context, after uint64, limit int, fn func(Entry) error) error
+	// Refund reverses the accepted debit made with req.IdempotencyKey on
+	// req.UserAutomationID: its demo and paid tokens return to the
+	// balances they came from, journaled as one EntryRefund in the same
+	// transaction. Refunding a debit again changes nothing (it is
+	// idempotent) and returns the account. ErrUnknownDebit when that key
+	// holds no accepted debit of that account (a refusal, a credit, another
+	// account's debit, or nothing; an empty key names nothing), and
+	// ErrInvalidIdempotencyKey for a key Consume would refuse.
+	// ErrInvalidUnits when the paid balance would overflow (credits since
+	// the debit brought it near math.MaxInt64); nothing changes then.
+	// A replay of the refunded Consume still answers its first answer,
+	// with Refunded set, and debits nothing.
+	Refund(ctx context.Context, req RefundRequest) (Account, error)
 	// Close stops accepting calls, waits for writes in flight and
 	// releases the store. It is idempotent.
 	Close() error

@@ -17,6 +17,7 @@ import (
 // nil field fails the test's call with an error.
 type fakeLedger struct {
 	consume func(context.Context, metering.ConsumeRequest) (metering.ConsumeResult, error)
+	refund  func(context.Context, metering.RefundRequest) (metering.Account, error)
 }
 
 var _ metering.Ledger = (*fakeLedger)(nil)
@@ -47,6 +48,14 @@ func (f *fakeLedger) Account(context.Context, int64) (metering.Account, error) {
 func (f *fakeLedger) Journal(context.Context, uint64, int,
 	func(metering.Entry) error) error {
 	return errNotFaked
+}
+
+func (f *fakeLedger) Refund(ctx context.Context,
+	req metering.RefundRequest) (metering.Account, error) {
+	if f.refund == nil {
+		return metering.Account{}, errNotFaked
+	}
+	return f.refund(ctx, req)
 }
 
 func (f *fakeLedger) Close() error { return nil }

@@ -150,6 +150,11 @@ func (l *memLedger) Journal(context.Context, uint64, int, func(metering.Entry) e
 	return errors.New("memLedger: no journal")
 }
 
+// Refund is not used by the zimmer package; it refuses.
+func (l *memLedger) Refund(context.Context, metering.RefundRequest) (metering.Account, error) {
+	return metering.Account{}, errors.New("memLedger: no refund")
+}
+
 func (l *memLedger) Close() error { return nil }
 
 // setFail makes writes fail with err (nil: succeed again).

@@ -34,6 +34,7 @@ var kindCodes = map[metering.EntryKind]byte{
 	metering.EntryProvision: 1,
 	metering.EntryDebit:     2,
 	metering.EntryCredit:    3,
+	metering.EntryRefund:    4,
 }
 
 // encodeAccount lays out an account; its id is the key, not in the value.

@@ -32,20 +32,34 @@ var (
 // operator archive and trim journal prefixes.
 
 // schemaVersion names the layout above. A file with another version is
-// refused rather than misread.
-const schemaVersion = "1"
+// refused rather than misread, except the older versions in upgrades.
+//
+// Version 2 added refunds: the refund journal kind and the usage_type and
+// refunded_at fields of idempotency records. A version 1 file is a valid
+// version 2 file, so opening one only rewrites its version; a binary
+// that knows only version 1 then refuses the file instead of failing on
+// the first refund it reads.
+const schemaVersion = "2"
+
+// upgrades are the older versions a file may have and be opened with.
+var upgrades = map[string]bool{"1": true}
 
 // errCorrupt marks a stored value that cannot be decoded.
 var errCorrupt = errors.New("corrupt ledger record")
 
 // idemRecord is what an idempotency key claimed: the request's
-// fingerprint and the first answer it got.
+// fingerprint and the first answer it got. A debit's record also keeps
+// its usage type, so that its refund can be journaled with it and
+// checked against the fingerprint (records of version 1 lack it), and
+// when the debit was refunded.
 type idemRecord struct {
 	Kind        metering.EntryKind      `json:"kind"`
 	Fingerprint []byte                  `json:"fingerprint"`
 	At          time.Time               `json:"at"`
+	UsageType   string                  `json:"usage_type,omitempty"`
 	Consume     *metering.ConsumeResult `json:"consume,omitempty"`
 	Account     *metering.Account       `json:"account,omitempty"`
+	RefundedAt  *time.Time              `json:"refunded_at,omitempty"`
 }
 
 // initSchema creates the buckets of a new file and checks the schema
@@ -58,10 +72,10 @@ func initSchema(tx *bbolt.Tx) error {
 	}
 	meta := tx.Bucket(bucketMeta)
 	got := meta.Get(keySchema)
-	if got == nil {
+	switch {
+	case got == nil, upgrades[string(got)]:
 		return meta.Put(keySchema, []byte(schemaVersion))
-	}
-	if string(got) != schemaVersion {
+	case string(got) != schemaVersion:
 		return fmt.Errorf("schema version %q, want %q", got, schemaVersion)
 	}
 	return nil
@@ -126,7 +140,29 @@ func decodeIdem(raw []byte) (idemRecord, error) {
 	default:
 		return idemRecord{}, fmt.Errorf("kind %q without its answer: %w", rec.Kind, errCorrupt)
 	}
+	if rec.RefundedAt != nil && !rec.acceptedDebit() {
+		return idemRecord{}, fmt.Errorf("refund of no accepted debit: %w", errCorrupt)
+	}
 	return rec, nil
+}
+
+// acceptedDebit reports whether rec holds an accepted debit.
+func (rec idemRecord) acceptedDebit() bool {
+	return rec.Kind == metering.EntryDebit && rec.Consume != nil && rec.Consume.Accepted
+}
+
+// debitOf reports whether rec holds an accepted debit of account id: the
+// fingerprint of the debit rebuilt for id must be the one it claimed.
+func (rec idemRecord) debitOf(id int64) bool {
+	if !rec.acceptedDebit() {
+		return false
+	}
+	req := metering.ConsumeRequest{
+		UserAutomationID: id,
+		Units:            rec.Consume.DemoDebited + rec.Consume.PaidDebited,
+		UsageType:        rec.UsageType,
+	}
+	return rec.matches(metering.EntryDebit, req.Fingerprint())
 }
 
 // matches reports whether rec was claimed by a request of this kind and

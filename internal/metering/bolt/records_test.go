@@ -29,6 +29,9 @@ func TestRecordRoundTrip(t *testing.T) {
 			DemoDelta: -2, PaidDelta: -1, UsageType: "chat", IdempotencyKey: "k"},
 		{Seq: 4, Kind: metering.EntryCredit, PaidDelta: 5, Reason: "buy"},
 		{Seq: 5, Kind: metering.EntryProvision, DemoDelta: 0},
+		{Seq: 6, Time: at, Kind: metering.EntryRefund, UserAutomationID: 42,
+			DemoDelta: 2, PaidDelta: 1, UsageType: "chat", IdempotencyKey: "k",
+			Reason: "app failed"},
 	}
 	for _, e := range entries {
 		raw, err := encodeEntry(e)
@@ -40,7 +43,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Errorf("entry round trip: got %+v, %v, want %+v", got, err, e)
 		}
 	}
-	if _, err := encodeEntry(metering.Entry{Kind: "refund"}); err == nil {
+	if _, err := encodeEntry(metering.Entry{Kind: "gift"}); err == nil {
 		t.Error("encode of an unknown kind: got nil error")
 	}
 }
@@ -57,8 +60,15 @@ func FuzzDecodeRecords(f *testing.F) {
 		Kind: metering.EntryDebit, Fingerprint: []byte{1, 2},
 		Consume: &metering.ConsumeResult{Accepted: true},
 	})
+	refunded, _ := json.Marshal(idemRecord{
+		Kind: metering.EntryDebit, Fingerprint: []byte{1, 2}, UsageType: "chat",
+		Consume:    &metering.ConsumeResult{Accepted: true, DemoDebited: 4},
+		RefundedAt: &time.Time{},
+	})
 	for _, seed := range [][]byte{
-		acct, entry, idem, nil, []byte("{}"), []byte(`{"kind":"credit"}`),
+		acct, entry, idem, refunded, nil,
+		[]byte(`{"kind":"debit","consume":{"accepted":false},` +
+			`"refunded_at":"2025-01-01T00:00:00Z"}`), []byte("{}"), []byte(`{"kind":"credit"}`),
 		[]byte(`{} {}`), []byte(`{"x":1}`), entry[:len(entry)-1],
 		// a zero-length reason written as a two-byte uvarint
 		append(append([]byte(nil), entry[:len(entry)-1]...), 0x80, 0x00),
@@ -91,6 +101,9 @@ func FuzzDecodeRecords(f *testing.F) {
 				rec.Kind == metering.EntryCredit && rec.Account == nil ||
 				rec.Kind != metering.EntryDebit && rec.Kind != metering.EntryCredit {
 				t.Fatalf("accepted a record without its answer: %+v", rec)
+			}
+			if rec.RefundedAt != nil && !rec.acceptedDebit() {
+				t.Fatalf("accepted a refund of no accepted debit: %+v", rec)
 			}
 		}
 	})

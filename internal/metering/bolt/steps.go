@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -65,10 +66,11 @@ func provisionStep(
 	return nil, nil
 }
 
-// consumeStep answers a replayed key with its first answer, else applies
-// rule to the account and stores the debit, its journal entry and the
-// key's claim together. A refusal claims the key too, so its replays are
-// refused alike; an unknown account claims nothing.
+// consumeStep answers a replayed key with its first answer (marked
+// Refunded once its debit was refunded), else applies rule to the account
+// and stores the debit, its journal entry and the key's claim together. A
+// refusal claims the key too, so its replays are refused alike; an
+// unknown account claims nothing.
 func consumeStep(
 	tx *bbolt.Tx,
 	req metering.ConsumeRequest,
@@ -91,6 +93,7 @@ func consumeStep(
 			}
 			*out = *rec.Consume
 			out.Replayed = true
+			out.Refunded = rec.RefundedAt != nil
 			return nil, nil
 		}
 	}
@@ -126,7 +129,13 @@ func consumeStep(
 		}
 	}
 	if req.IdempotencyKey != "" {
-		rec := idemRecord{Kind: metering.EntryDebit, Fingerprint: fp[:], At: now, Consume: &res}
+		rec := idemRecord{
+			Kind:        metering.EntryDebit,
+			Fingerprint: fp[:],
+			At:          now,
+			UsageType:   req.UsageType,
+			Consume:     &res,
+		}
 		if err := putIdem(tx, req.IdempotencyKey, rec); err != nil {
 			return nil, err
 		}
@@ -194,6 +203,76 @@ func creditStep(
 		if err := putIdem(tx, req.IdempotencyKey, rec); err != nil {
 			return nil, err
 		}
+	}
+	*out = acct
+	return nil, nil
+}
+
+// refundStep gives an accepted debit's tokens back to the balances they
+// came from, journals the refund and marks the debit's record refunded,
+// all in the batch's transaction; a debit refunded before is answered
+// with the account as it is, changing nothing. The debit may have been
+// made earlier in the same batch: this transaction sees it.
+func refundStep(
+	tx *bbolt.Tx,
+	req metering.RefundRequest,
+	now time.Time,
+	out *metering.Account,
+) (answer, abort error) {
+	id := req.UserAutomationID
+
+	// The key must hold an accepted debit of this very account.
+	rec, ok, err := getIdem(tx, req.IdempotencyKey)
+	if err != nil {
+		return fmt.Errorf("refund %d: %w", id, err), nil
+	}
+	if !ok || !rec.debitOf(id) {
+		return fmt.Errorf("refund %d: %w", id, metering.ErrUnknownDebit), nil
+	}
+	acct, ok, err := getAccount(tx, id)
+	if err != nil {
+		return fmt.Errorf("refund: %w", err), nil
+	}
+	if !ok {
+		return fmt.Errorf("refund %d: %w", id, metering.ErrUnknownAccount), nil
+	}
+
+	// Refunded before: the answer is the account, nothing changes.
+	if rec.RefundedAt != nil {
+		*out = acct
+		return nil, nil
+	}
+
+	// The demo part cannot overflow: demo tokens only come back to where
+	// they were. Paid tokens may have been credited since.
+	demo, paid := rec.Consume.DemoDebited, rec.Consume.PaidDebited
+	if acct.DemoTokens > math.MaxInt64-demo || acct.PaidTokens > math.MaxInt64-paid {
+		err := fmt.Errorf("refund %d: balance would overflow: %w", id, metering.ErrInvalidUnits)
+		return err, nil
+	}
+
+	// Write: the balances with the journal entry, then the mark.
+	acct.DemoTokens += demo
+	acct.PaidTokens += paid
+	if err := putAccount(tx, acct); err != nil {
+		return nil, err
+	}
+	err = appendEntry(tx, metering.Entry{
+		Time:             now,
+		Kind:             metering.EntryRefund,
+		UserAutomationID: id,
+		DemoDelta:        demo,
+		PaidDelta:        paid,
+		UsageType:        rec.UsageType,
+		IdempotencyKey:   req.IdempotencyKey,
+		Reason:           req.Reason,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec.RefundedAt = &now
+	if err := putIdem(tx, req.IdempotencyKey, rec); err != nil {
+		return nil, err
 	}
 	*out = acct
 	return nil, nil

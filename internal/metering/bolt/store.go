@@ -1,8 +1,8 @@
 // Package bolt is the embedded metering.Ledger backend: one bbolt file
 // holding accounts, idempotency records and an append-only journal.
 //
-// Writes are group-committed: Provision, Consume and Credit calls are
-// queued to one writer goroutine, which applies up to a bounded batch of
+// Writes are group-committed: Provision, Consume, Credit and Refund calls
+// are queued to one writer goroutine, which applies up to a bounded batch of
 // them, in arrival order, inside one bbolt transaction and so one pair of
 // fsyncs. Each caller is answered only once that transaction is durable;
 // when it fails, every call in the batch gets the error and nothing of the
@@ -170,6 +170,28 @@ func (s *Store) Credit(ctx context.Context, req metering.CreditRequest) (meterin
 	var acct metering.Account
 	err := s.submit(ctx, func(tx *bbolt.Tx) (error, error) {
 		return creditStep(tx, req, s.now(), &acct)
+	})
+	if err != nil {
+		return metering.Account{}, err
+	}
+	return acct, nil
+}
+
+// Refund implements metering.Ledger. Like the other writes it goes
+// through the writer, so a refund queued behind its debit in one batch
+// sees that debit.
+func (s *Store) Refund(ctx context.Context, req metering.RefundRequest) (metering.Account, error) {
+	id := req.UserAutomationID
+	if err := metering.CheckIdempotencyKey(req.IdempotencyKey); err != nil {
+		return metering.Account{}, fmt.Errorf("refund %d: %w", id, err)
+	}
+	if req.IdempotencyKey == "" {
+		return metering.Account{}, fmt.Errorf("refund %d: no idempotency key: %w",
+			id, metering.ErrUnknownDebit)
+	}
+	var acct metering.Account
+	err := s.submit(ctx, func(tx *bbolt.Tx) (error, error) {
+		return refundStep(tx, req, s.now(), &acct)
 	})
 	if err != nil {
 		return metering.Account{}, err
