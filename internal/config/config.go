@@ -16,6 +16,7 @@ type Config struct {
 	App        App        `toml:"app"`
 	Ledger     Ledger     `toml:"ledger"`
 	Zimmer     Zimmer     `toml:"zimmer"`
+	TLS        TLS        `toml:"tls"`
 
 	// Routes come from [[route]] tables, in file order. None: every path
 	// that is not a Zimmer endpoint is proxied unprotected and unmetered
@@ -281,6 +282,7 @@ func Default() *Config {
 			DemoRule:          DemoWhole,
 		},
 		Zimmer: Zimmer{Prefixes: []string{"/"}},
+		TLS:    defaultTLS(),
 	}
 }
 

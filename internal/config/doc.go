@@ -5,8 +5,9 @@
 // every problem found in one run comes back together in a [*ValidationError]
 // whose entries name the key path (route[2].meter.user) and the line in the
 // file, or the environment variable that set the value. Defaults live in one
-// place, [Default]. Loading reads the configuration file and the files named
-// by "file:" secret references, and nothing else: it opens no socket, writes
+// place, [Default]. Loading reads the configuration file, the files named by
+// "file:" secret references and the TLS files it checks (tls.cert_file,
+// tls.key_file, tls.ca_root), and nothing else: it opens no socket, writes
 // no file, keeps no global state and never reads the process environment
 // itself; the caller passes the environment in.
 //

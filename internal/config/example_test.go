@@ -38,6 +38,7 @@ func TestExampleParses(t *testing.T) {
 		{"listen", c.Listen, d.Listen},
 		{"log", c.Log, d.Log},
 		{"ledger", c.Ledger, d.Ledger},
+		{"tls", c.TLS, d.TLS},
 		{"app", app, defApp},
 		{"app.url", c.App.URL.String(), d.App.URL.String()},
 		{"auth", auth, defAuth},

@@ -80,7 +80,7 @@ func (o Options) Parse(data []byte, environ []string) (*Config, error) {
 
 	// 4. Validate, skipping keys whose value could not be decoded: the
 	// default left in their place says nothing about the file.
-	v := &validator{}
+	v := &validator{readFile: o.readFile()}
 	v.validate(cfg)
 	for _, p := range v.problems {
 		if !failedAt(d.problems, p.Path) {

@@ -18,6 +18,9 @@ import (
 type validator struct {
 	problems []Problem
 	warnings []Problem
+	// readFile reads the files a rule must check (TLS certificates); nil
+	// skips those checks.
+	readFile func(name string) ([]byte, error)
 }
 
 func (v *validator) addf(p, format string, args ...any) {
@@ -41,6 +44,7 @@ func (v *validator) validate(c *Config) {
 	v.app(&c.App)
 	v.ledger(&c.Ledger)
 	v.zimmer(&c.Zimmer)
+	v.tlsSection(&c.TLS, &c.Listen)
 	v.routes(c.Routes, c.Ledger.MaxUnits)
 }
 
