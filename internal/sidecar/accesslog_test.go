@@ -136,3 +136,22 @@ func TestNoSecretInLogs(t *testing.T) {
 		t.Errorf("got %d masks, want at least 4 (the planted paths):\n%s", n, logs)
 	}
 }
+
+// TestAccessLogNamesHealth: every other Zimmer endpoint and the proxy name
+// themselves in the access line (and to the observe hook); /health does
+// not, so its lines cannot be told apart by endpoint.
+func TestAccessLogNamesHealth(t *testing.T) {
+	t.Skip("bug: internal/zimmer/api.go buildRoutes serves health without " +
+		"SetEndpoint, so its access line has no endpoint")
+	t.Parallel()
+	h := startHarness(t, params{})
+	h.do("GET", h.publicURL()+"/health", "", http.Header{"X-Request-Id": {"rid-health"}})
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, rec := range h.logs.records(t) {
+		if rec["request_id"] == "rid-health" && rec["endpoint"] != "health" {
+			t.Errorf("got endpoint %v, want health", rec["endpoint"])
+		}
+	}
+}
