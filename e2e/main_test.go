@@ -36,6 +36,8 @@ type appCase struct {
 	// (protected) route; docCount reads the app's own document count.
 	addDoc   func(id int64, n int) e2etest.Request
 	docCount func(ctx context.Context, t *testing.T, p *e2etest.Platform, id int64) int
+	// kbUpdated reads, from the app itself, when its KB last changed.
+	kbUpdated func(ctx context.Context, t *testing.T, p *e2etest.Platform, id int64) time.Time
 
 	// metered is one call of the app's metered route charged to id;
 	// prepareMetered, when set, makes that call possible (a catalog item).
@@ -73,6 +75,16 @@ var apps = []appCase{
 			getJSON(ctx, t, p, fmt.Sprintf("/internal/tenants/%d/docs", id), &v)
 			return len(v.Notes)
 		},
+		kbUpdated: func(ctx context.Context, t *testing.T, p *e2etest.Platform,
+			id int64) time.Time {
+			var v struct {
+				Summary struct {
+					IndexedAt time.Time `json:"indexed_at"`
+				} `json:"summary"`
+			}
+			getJSON(ctx, t, p, fmt.Sprintf("/internal/tenants/%d/docs/summary", id), &v)
+			return v.Summary.IndexedAt
+		},
 		metered: func(id int64) e2etest.Request {
 			return e2etest.Request{Method: http.MethodPost, Path: "/chat/ask",
 				Header: http.Header{"X-Tenant": {fmt.Sprint(id)}},
@@ -107,6 +119,16 @@ var apps = []appCase{
 			}
 			getJSON(ctx, t, p, fmt.Sprintf("/api/v1/customers/%d/catalog", id), &v)
 			return v.Catalog.Items
+		},
+		kbUpdated: func(ctx context.Context, t *testing.T, p *e2etest.Platform,
+			id int64) time.Time {
+			var v struct {
+				Catalog struct {
+					UpdatedAt int64 `json:"updatedAt"` // unix seconds
+				} `json:"catalog"`
+			}
+			getJSON(ctx, t, p, fmt.Sprintf("/api/v1/customers/%d/catalog", id), &v)
+			return time.Unix(v.Catalog.UpdatedAt, 0)
 		},
 		metered: func(id int64) e2etest.Request {
 			return e2etest.Request{Method: http.MethodPost,

@@ -13,6 +13,7 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/e2etest"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/zimmer"
 )
 
 // TestPlatformFlow plays the platform against each example app behind the
@@ -232,7 +233,12 @@ func testKB(ctx context.Context, t *testing.T, s *stack, id int64) {
 		mustStatus(ctx, t, p, s.tc.addDoc(id, n), http.StatusCreated)
 	}
 
-	// 3. Both dialects on every prefix, slash or not.
+	// 3. Both dialects on every prefix, slash or not, with the app's own
+	// time of the last change in ISO 8601 (shop-bot has unix seconds).
+	updated := s.tc.kbUpdated(ctx, t, p, id)
+	if updated.IsZero() || updated.Unix() == 0 {
+		t.Fatalf("the app reports no KB update time after adding documents")
+	}
 	for _, prefix := range s.cfg.prefixes {
 		for _, path := range []string{endpoint(prefix, "kb/status"),
 			endpoint(prefix, "kb/status") + "/"} {
@@ -241,6 +247,11 @@ func testKB(ctx context.Context, t *testing.T, s *stack, id int64) {
 				a.KBState != "ready" || a.TotalDocuments != 2 || !a.Healthy ||
 				!a.SupportsReset || a.UserAutomationID != id {
 				t.Errorf("GET %s: %v, %d %s", path, err, r.Status, r.Body)
+			}
+			if got, err := time.Parse(zimmer.TimeLayout, a.LastUpdated); err != nil ||
+				!got.Truncate(time.Second).Equal(updated.Truncate(time.Second)) {
+				t.Errorf("GET %s: last_updated %q (%v), want the app's %s in ISO 8601",
+					path, a.LastUpdated, err, updated.UTC())
 			}
 			r, a, err = p.KBStatusPOST(ctx, path, 42, id)
 			if err != nil || r.Status != http.StatusOK || a.Status != "healthy" ||
