@@ -513,6 +513,7 @@ func testClock(t *testing.T, open OpenFunc) {
 func testCanceledContext(t *testing.T, open OpenFunc) {
 	l := fresh(t, open, metering.Options{})
 	provision(t, l, 1, 10, 0)
+	consume(t, l, metering.ConsumeRequest{UserAutomationID: 1, Units: 1, IdempotencyKey: "k"})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 
@@ -522,8 +523,10 @@ func testCanceledContext(t *testing.T, open OpenFunc) {
 	errorIs(t, "provision", err, context.Canceled)
 	_, err = l.Credit(ctx, metering.CreditRequest{UserAutomationID: 1, Units: 1})
 	errorIs(t, "credit", err, context.Canceled)
+	_, err = l.Refund(ctx, metering.RefundRequest{UserAutomationID: 1, IdempotencyKey: "k"})
+	errorIs(t, "refund", err, context.Canceled)
 
-	wantBalances(t, l, 1, 10, 0)
+	wantBalances(t, l, 1, 9, 0)
 	_, err = l.Account(context.Background(), 2)
 	errorIs(t, "account 2", err, metering.ErrUnknownAccount)
 }
@@ -532,6 +535,7 @@ func testClosed(t *testing.T, open OpenFunc) {
 	l := fresh(t, open, metering.Options{})
 	ctx := context.Background()
 	provision(t, l, 1, 10, 0)
+	consume(t, l, metering.ConsumeRequest{UserAutomationID: 1, Units: 1, IdempotencyKey: "k"})
 	if err := l.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
@@ -545,6 +549,8 @@ func testClosed(t *testing.T, open OpenFunc) {
 	errorIs(t, "consume", err, metering.ErrClosed)
 	_, err = l.Credit(ctx, metering.CreditRequest{UserAutomationID: 1, Units: 1})
 	errorIs(t, "credit", err, metering.ErrClosed)
+	_, err = l.Refund(ctx, metering.RefundRequest{UserAutomationID: 1, IdempotencyKey: "k"})
+	errorIs(t, "refund", err, metering.ErrClosed)
 	_, err = l.Account(ctx, 1)
 	errorIs(t, "account", err, metering.ErrClosed)
 	err = l.Journal(ctx, 0, 0, func(metering.Entry) error { return nil })

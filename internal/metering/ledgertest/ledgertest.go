@@ -9,8 +9,11 @@
 //
 // The suite checks the contract through the interface only: provisioning,
 // both demo rules, refusals, validation, idempotent replays and
-// conflicts, credits, the journal's agreement with the balances, and
-// concurrent consumes that must never overspend (case C4).
+// conflicts, credits, refunds (the exact split restored, idempotent,
+// refused for anything but an accepted debit of the account, replays
+// after a refund debiting nothing), the journal's agreement with the
+// balances, and concurrent consumes and refunds that must never
+// overspend or go negative (case C4).
 package ledgertest
 
 import (
@@ -49,6 +52,10 @@ func Run(t *testing.T, open OpenFunc) {
 		{"IdempotencyConflict", testIdempotencyConflict},
 		{"Credit", testCredit},
 		{"CreditReplay", testCreditReplay},
+		{"RefundRestoresSplit", testRefundRestoresSplit},
+		{"RefundTwice", testRefundTwice},
+		{"RefundUnknownDebit", testRefundUnknownDebit},
+		{"ReplayAfterRefund", testReplayAfterRefund},
 		{"JournalPaging", testJournalPaging},
 		{"JournalCallbackMayCallLedger", testJournalCallback},
 		{"Clock", testClock},
@@ -56,6 +63,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Closed", testClosed},
 		{"ConcurrentDemoC4", testConcurrentDemo},
 		{"ConcurrentRandomMix", testConcurrentRandomMix},
+		{"ConcurrentRefunds", testConcurrentRefunds},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
