@@ -54,6 +54,10 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: zimmer-sidecar run [-config FILE]")
+		return errUsage
+	}
 	cfg, err := loadConfig(configPath(*path), stderr)
 	if err != nil {
 		return err
@@ -110,42 +114,56 @@ func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return errUsage
 	}
+
+	// 1. Check the command line completely before reading any config.
+	var call func(*admin.Client) error
+	switch sub {
+	case "show":
+		id, err := positionals(pos, "ID")
+		if err != nil {
+			return ledgerUsage(stderr, "ledger show ID", err)
+		}
+		call = func(c *admin.Client) error {
+			acct, err := c.Account(id[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, acct)
+		}
+	case "credit":
+		n, err := positionals(pos, "ID", "UNITS")
+		if err != nil {
+			return ledgerUsage(stderr, "ledger credit ID UNITS "+
+				"[-reason TEXT] [-idempotency-key KEY]", err)
+		}
+		body := admin.CreditBody{UserAutomationID: n[0], Units: n[1], Reason: *reason}
+		call = func(c *admin.Client) error {
+			acct, err := c.Credit(body, *key)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, acct)
+		}
+	case "export":
+		if _, err := positionals(pos); err != nil {
+			return ledgerUsage(stderr, "ledger export [-after SEQ]", err)
+		}
+		call = func(c *admin.Client) error { return c.Journal(*after, stdout) }
+	default:
+		fmt.Fprintf(stderr, "unknown ledger command %q\n\n%s", sub, usage)
+		return errUsage
+	}
+
+	// 2. Find the admin listener and call it.
 	client, err := adminClient(*adminURL, *path, stderr)
 	if err != nil {
 		return err
 	}
+	return call(client)
+}
 
-	switch sub {
-	case "show":
-		id, err := positiveArg(pos, 0, "ID")
-		if err != nil {
-			fmt.Fprintln(stderr, "usage: zimmer-sidecar ledger show ID")
-			return errUsage
-		}
-		acct, err := client.Account(id)
-		if err != nil {
-			return err
-		}
-		return printJSON(stdout, acct)
-	case "credit":
-		id, err1 := positiveArg(pos, 0, "ID")
-		units, err2 := positiveArg(pos, 1, "UNITS")
-		if err := errors.Join(err1, err2); err != nil {
-			fmt.Fprintln(stderr, "usage: zimmer-sidecar ledger credit ID UNITS "+
-				"[-reason TEXT] [-idempotency-key KEY]")
-			return errUsage
-		}
-		acct, err := client.Credit(admin.CreditBody{
-			UserAutomationID: id, Units: units, Reason: *reason,
-		}, *key)
-		if err != nil {
-			return err
-		}
-		return printJSON(stdout, acct)
-	case "export":
-		return client.Journal(*after, stdout)
-	}
-	fmt.Fprintf(stderr, "unknown ledger command %q\n", sub)
+func ledgerUsage(stderr io.Writer, form string, err error) error {
+	fmt.Fprintf(stderr, "%v\nusage: zimmer-sidecar %s\n", err, form)
 	return errUsage
 }
 
@@ -188,15 +206,20 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func positiveArg(pos []string, i int, name string) (int64, error) {
-	if i >= len(pos) {
-		return 0, fmt.Errorf("%s is missing", name)
+// positionals parses exactly len(names) positive integers.
+func positionals(pos []string, names ...string) ([]int64, error) {
+	if len(pos) != len(names) {
+		return nil, fmt.Errorf("want %d argument(s), got %d", len(names), len(pos))
 	}
-	n, err := strconv.ParseInt(pos[i], 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%s must be a positive integer", name)
+	out := make([]int64, len(pos))
+	for i, p := range pos {
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s must be a positive integer", names[i])
+		}
+		out[i] = n
 	}
-	return n, nil
+	return out, nil
 }
 
 // dialable turns a listen address into one a client can dial: an empty or

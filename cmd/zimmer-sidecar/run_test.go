@@ -180,8 +180,6 @@ func TestRunSidecarErrors(t *testing.T) {
 // the file is silently ignored and the default config is loaded instead.
 // Not parallel: it sets the environment.
 func TestRunRejectsArguments(t *testing.T) {
-	t.Skip("bug: commands.go runSidecar ignores positional arguments " +
-		"(fs.Args() is never checked), so `run FILE` loads another file")
 	t.Setenv(config.EnvConfigPath, filepath.Join(t.TempDir(), "absent.toml"))
 	good := configFile(t, "127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:8000")
 	_, _, err := runCmd(t, "run", good)

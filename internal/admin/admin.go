@@ -137,6 +137,9 @@ func ledgerError(w http.ResponseWriter, err error) {
 		httpx.Error(w, http.StatusConflict, "Idempotency-Key was used for a different request")
 	case errors.Is(err, metering.ErrInvalidUnits):
 		httpx.Error(w, http.StatusBadRequest, "invalid units")
+	case errors.Is(err, metering.ErrInvalidIdempotencyKey):
+		httpx.Error(w, http.StatusBadRequest,
+			"Idempotency-Key must be at most 255 printable ASCII characters")
 	default:
 		httpx.Error(w, http.StatusInternalServerError, "ledger error")
 	}

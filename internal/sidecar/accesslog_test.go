@@ -141,8 +141,6 @@ func TestNoSecretInLogs(t *testing.T) {
 // themselves in the access line (and to the observe hook); /health does
 // not, so its lines cannot be told apart by endpoint.
 func TestAccessLogNamesHealth(t *testing.T) {
-	t.Skip("bug: internal/zimmer/api.go buildRoutes serves health without " +
-		"SetEndpoint, so its access line has no endpoint")
 	t.Parallel()
 	h := startHarness(t, params{})
 	h.do("GET", h.publicURL()+"/health", "", http.Header{"X-Request-Id": {"rid-health"}})

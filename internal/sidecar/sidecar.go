@@ -37,8 +37,9 @@ type Options struct {
 	// through Redactor.
 	Logger *slog.Logger
 
-	// Redactor learns the service tokens so that no log line carries them.
-	// Nil: none is registered.
+	// Redactor learns the service tokens so that no log line carries them;
+	// the Logger's handler should redact through it. Nil: a private one,
+	// which protects nothing the Logger writes.
 	Redactor *logging.Redactor
 
 	// Started is the process start time, for /health's uptime. Zero: now.
@@ -49,6 +50,7 @@ type Options struct {
 type Sidecar struct {
 	cfg     *config.Config
 	log     *slog.Logger
+	red     *logging.Redactor
 	ledger  metering.Ledger
 	limiter *auth.Limiter
 	monitor *health.Monitor
@@ -80,12 +82,13 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	if opts.Started.IsZero() {
 		opts.Started = time.Now()
 	}
-	if opts.Redactor != nil {
-		opts.Redactor.Add(plainSecrets(cfg.Auth.Tokens)...)
+	if opts.Redactor == nil {
+		opts.Redactor = logging.NewRedactor()
 	}
 	s := &Sidecar{
 		cfg:     cfg,
 		log:     opts.Logger,
+		red:     opts.Redactor,
 		limiter: auth.NewLimiter(cfg.Auth.FailuresPerMinute, 0, nil),
 	}
 
@@ -119,6 +122,10 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 // install builds the verifier and the serving snapshot from cfg and makes
 // them current.
 func (s *Sidecar) install(cfg *config.Config) error {
+	// Tokens are masked from the moment they are known; old ones stay
+	// masked, since lines about them may still be written.
+	s.red.Add(plainSecrets(cfg.Auth.Tokens)...)
+
 	v, err := auth.New(authTokens(cfg.Auth.Tokens), auth.Options{
 		AcceptBearer:    cfg.Auth.AcceptBearer,
 		BcryptCacheSize: bcryptCache(cfg.Auth.BcryptCacheSize),

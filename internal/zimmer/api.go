@@ -180,7 +180,8 @@ func (o *Options) applyDefaults() {
 // the endpoint.
 func (a *API) buildRoutes() error {
 	handlers := map[Endpoint]http.Handler{
-		EndpointHealth: allow(a.opts.Health, http.MethodGet, http.MethodHead),
+		EndpointHealth: allow(named(EndpointHealth, a.opts.Health),
+			http.MethodGet, http.MethodHead),
 		EndpointProvision: allow(a.opts.Auth(a.endpoint(EndpointProvision, a.provision)),
 			http.MethodPost),
 		EndpointConsume: allow(a.opts.Auth(a.endpoint(EndpointConsume, a.consume)),
@@ -276,6 +277,14 @@ func allow(next http.Handler, methods ...string) http.Handler {
 		}
 		w.Header().Set("Allow", allowed)
 		httpx.Error(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+	})
+}
+
+// named labels the request with ep for the access log before h runs.
+func named(ep Endpoint, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logging.FromContext(r.Context()).SetEndpoint(string(ep))
+		h.ServeHTTP(w, r)
 	})
 }
 
