@@ -35,13 +35,22 @@ func configPath(flagValue string) string {
 // loadConfig loads and validates path, printing every problem and warning
 // on stderr.
 func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
+	cfg, err := loadQuiet(path, stderr)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w.Format(path))
+	}
+	return cfg, nil
+}
+
+// loadQuiet is loadConfig without the warnings, for callers that log them.
+func loadQuiet(path string, stderr io.Writer) (*config.Config, error) {
 	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, fmt.Errorf("invalid configuration %s", path)
-	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintln(stderr, "warning:", w.Format(path))
 	}
 	return cfg, nil
 }
@@ -58,7 +67,8 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: zimmer-sidecar run [-config FILE]")
 		return errUsage
 	}
-	cfg, err := loadConfig(configPath(*path), stderr)
+	file := configPath(*path)
+	cfg, err := loadQuiet(file, stderr)
 	if err != nil {
 		return err
 	}
@@ -66,6 +76,9 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	red := logging.NewRedactor()
 	logger := logging.New(stderr, cfg.Log.Level, red).
 		With(slog.String("version", version))
+	for _, w := range cfg.Warnings() {
+		logger.Warn("configuration", slog.String("problem", w.Format(file)))
+	}
 	sc, err := sidecar.New(cfg, sidecar.Options{
 		Logger:   logger,
 		Redactor: red,
