@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +24,8 @@ import (
 // an app crash and restart, idempotent provisioning, consuming through the
 // demo into paid tokens credited with the CLI, KB status in both dialects
 // and reset, every auth failure, 405s, every prefix with and without the
-// trailing slash, a metered and a protected app route, SSE and WebSocket.
+// trailing slash, a metered and a protected app route (Expect:
+// 100-continue included), SSE and WebSocket.
 func TestPlatformFlow(t *testing.T) {
 	for _, tc := range apps {
 		t.Run(tc.app.Name, func(t *testing.T) {
@@ -43,6 +47,7 @@ func TestPlatformFlow(t *testing.T) {
 			t.Run("prefixes", func(t *testing.T) { testPrefixes(ctx, t, s, 105) })
 			t.Run("metered", func(t *testing.T) { testMeteredRoute(ctx, t, s, 106) })
 			t.Run("protected", func(t *testing.T) { testProtectedRoute(ctx, t, s) })
+			t.Run("expect-continue", func(t *testing.T) { testExpectContinue(t, s) })
 			t.Run("sse", func(t *testing.T) { testSSE(ctx, t, s, 107) })
 			if tc.wsPath != "" {
 				t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
@@ -487,4 +492,50 @@ func testWebSocket(t *testing.T, s *stack) {
 	if got != msg {
 		t.Errorf("echo: got %q, want %q", got, msg)
 	}
+}
+
+// testExpectContinue is case C8 against the real binary: a protected
+// route with no token, announcing a body with Expect: 100-continue, is
+// refused before any 100 Continue (which would be the first answer read),
+// so the body is never sent: 401 for a small body, 401 or 413 for one over
+// listen.max_body.
+func testExpectContinue(t *testing.T, s *stack) {
+	cases := []struct {
+		name string
+		size int
+		want []int
+	}{
+		{"small", 1 << 10, []int{http.StatusUnauthorized}},
+		{"over max_body", 5 << 20,
+			[]int{http.StatusUnauthorized, http.StatusRequestEntityTooLarge}},
+	}
+	for _, c := range cases {
+		status, err := expectContinue(s.sidecar.Public, "/debug/echo", c.size)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Contains(c.want, status) {
+			t.Errorf("%s: got status %d, want one of %v", c.name, status, c.want)
+		}
+	}
+}
+
+// expectContinue sends only the head of a POST announcing size bytes with
+// Expect: 100-continue and returns the status of the first answer.
+func expectContinue(addr, path string, size int) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n"+
+		"Expect: 100-continue\r\n\r\n", path, addr, size)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, fmt.Errorf("read answer: %w", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
