@@ -8,7 +8,9 @@
 //     sees (cleaned path, forwarding headers set on purpose, the service
 //     token never);
 //   - the route table: per path pattern, whether the service token is
-//     required (Protect) and how many ledger units a call costs (Meter);
+//     required (Protect) and how many ledger units a call costs (Meter),
+//     charged before forwarding and refunded when the app answers 5xx or
+//     not at all;
 //   - the app hooks: zimmer.ProvisionHook and zimmer.KBBackend built from
 //     mapping expressions (call templates and answer extraction).
 //

@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
@@ -18,12 +24,35 @@ const (
 	msgNoTokens       = "Insufficient tokens"
 	msgUnknownAccount = "Unknown user_automation_id"
 	msgKeyConflict    = "Idempotency-Key reused with a different request"
+	msgKeyBusy        = "A request with this Idempotency-Key is in progress"
+	msgKeySpent       = "Idempotency-Key used by too many failed calls; send a new one"
 	msgLedgerDown     = "Metering unavailable"
 	msgMeterBroken    = "Metering misconfigured"
 )
 
-// maxIdempotencyKey bounds a client's Idempotency-Key.
-const maxIdempotencyKey = 255
+// ErrRefundFailed wraps, in an OnError cause, a refund the ledger did not
+// make: the client stays charged for a call the app failed. The journal
+// shows the debit; an operator may make it good with a credit.
+var ErrRefundFailed = errors.New("refund of a failed call")
+
+// errKeySpent: a client key was charged maxCharges times, each refunded.
+var errKeySpent = errors.New("idempotency key spent on failed calls")
+
+const (
+	// maxIdempotencyKey bounds a client's Idempotency-Key.
+	maxIdempotencyKey = 255
+
+	// maxCharges bounds the debits one client key makes: the first and
+	// those of retries after a refund.
+	maxCharges = 8
+	// retrySuffix and a number name the ledger key of a retry's debit.
+	retrySuffix = " retry "
+	// maxBaseKey leaves room for a retry suffix in a ledger key.
+	maxBaseKey = metering.MaxIdempotencyKeyLen - len(retrySuffix) - 4
+
+	// refundTimeout bounds the refund of a failed call.
+	refundTimeout = 10 * time.Second
+)
 
 // insufficient is the 402 answer.
 type insufficient struct {
@@ -32,29 +61,62 @@ type insufficient struct {
 	RemainingPaid int64  `json:"remaining_paid_tokens"`
 }
 
-// meterHandler charges the route's units before calling next.
+// meterHandler charges the route's units, calls next, and refunds the
+// charge when the app failed the call.
+//
+// Every charge has a ledger idempotency key (see ledgerKey), so it can be
+// refunded: when the app gives no answer (transport error, timeout, a
+// body over the limit: the ErrorHandler path) or answers 5xx, the debit
+// this request made is refunded before the client sees the answer (see
+// settle); any other answer keeps it. A failed refund goes to OnError
+// wrapped in ErrRefundFailed; the client's answer is decided by then.
+//
+// A replay (the client's key already paid for a call the app answered)
+// is forwarded without a debit, and nothing is refunded for it. A replay
+// whose debit was refunded is charged again under a retry key derived
+// from the client's, so a failed call never makes its retries free; a
+// key makes at most maxCharges debits. While a call with a client key is
+// in flight, another with the same key is refused, so no replay is served
+// on a debit that is about to be refunded.
 //
 // Answers of its own: 400 for a missing, repeated or non-positive
 // user_automation_id or a bad Idempotency-Key; 402 when the balance
 // cannot cover the units; 404 for an account that was never provisioned
 // (as the platform's own consume answers); 409 for an idempotency key
-// reused with another request; 503 (500 for a units bound the ledger
-// rejects) when the ledger fails. Nothing is forwarded in those cases.
+// reused with another request, in use by a call in flight, or spent on
+// maxCharges failed calls; 503 (500 for a units bound the ledger rejects)
+// when the ledger fails. Nothing is forwarded in those cases.
 func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := stateOf(r)
 		m := st.route.meter
+
+		// Who pays, under which ledger key.
 		user, ok := userOf(r, st)
 		if !ok {
 			httpx.Error(w, http.StatusBadRequest, msgBadUser)
 			return
 		}
-		key, ok := idempotencyKey(r, st.route.pattern, user)
+		key, client, ok := ledgerKey(r, st.route.pattern, user)
 		if !ok {
 			httpx.Error(w, http.StatusBadRequest, msgBadKey)
 			return
 		}
-		res, err := p.ledger.Consume(r.Context(), metering.ConsumeRequest{
+
+		// One call at a time per client key, held until the call settles.
+		// A call that ends with no answer noted (a panic before one) is
+		// settled as unanswered here.
+		if client {
+			if !p.inflight.hold(key) {
+				httpx.Error(w, http.StatusConflict, msgKeyBusy)
+				return
+			}
+			st.held = key
+		}
+		defer p.settle(r, st, 0)
+
+		// Charge; refusals and ledger failures are answered here.
+		res, key, err := p.charge(r.Context(), metering.ConsumeRequest{
 			UserAutomationID: user,
 			Units:            m.Units,
 			UsageType:        m.UsageType,
@@ -72,13 +134,73 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 			})
 			return
 		}
-		// TODO(zimmer-sidecar): a charge is not undone when the app then
-		// fails (502/504); the Ledger has no refund. A client retrying
-		// with the same Idempotency-Key is at least not charged twice.
+
+		// Forward; only this request's own debit is ever refunded.
 		st.charged, st.user, st.replay = true, user, res.Replayed
 		st.demo, st.paid = res.RemainingDemo, res.RemainingPaid
+		if !res.Replayed {
+			st.debit = key
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// charge consumes under key. When the key's debit was refunded (the app
+// failed the call it paid for), the call is charged again under the next
+// retry key, whose own replays then answer; after maxCharges debits the
+// key is spent (errKeySpent). It returns the answer and the key it is
+// under.
+func (p *Proxy) charge(
+	ctx context.Context,
+	req metering.ConsumeRequest,
+) (metering.ConsumeResult, string, error) {
+	base := req.IdempotencyKey
+	for n := range maxCharges {
+		if n > 0 {
+			req.IdempotencyKey = base + retrySuffix + strconv.Itoa(n)
+		}
+		res, err := p.ledger.Consume(ctx, req)
+		if err != nil || !res.Refunded {
+			return res, req.IdempotencyKey, err
+		}
+	}
+	return metering.ConsumeResult{}, "", errKeySpent
+}
+
+// settle ends a call's metering once its outcome is known: status is the
+// app's answer, 0 for none. It refunds the request's own debit, if any,
+// unless the app answered below 500, and releases the client key. Only
+// the first call per request acts: the proxy settles when the app's
+// answer arrives (noteAnswer) or fails (handleError), before anything
+// reaches the client, and meterHandler settles whatever is left as
+// unanswered. The refund outlives the client (a client that left is no
+// reason to keep a charge) but not refundTimeout.
+func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
+	if st == nil || st.settled {
+		return
+	}
+	st.settled = true
+	if st.held != "" {
+		defer p.inflight.release(st.held)
+	}
+	if st.debit == "" || (status > 0 && status < 500) {
+		return
+	}
+
+	reason := "app gave no answer"
+	if status > 0 {
+		reason = "app answered " + strconv.Itoa(status)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), refundTimeout)
+	defer cancel()
+	_, err := p.ledger.Refund(ctx, metering.RefundRequest{
+		UserAutomationID: st.user,
+		IdempotencyKey:   st.debit,
+		Reason:           reason,
+	})
+	if err != nil && p.onError != nil {
+		p.onError(r, fmt.Errorf("meter: %w: %w", ErrRefundFailed, err))
+	}
 }
 
 // meterError answers a failed consume.
@@ -89,6 +211,9 @@ func (p *Proxy) meterError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case errors.Is(err, metering.ErrIdempotencyConflict):
 		httpx.Error(w, http.StatusConflict, msgKeyConflict)
+		return
+	case errors.Is(err, errKeySpent):
+		httpx.Error(w, http.StatusConflict, msgKeySpent)
 		return
 	}
 	if p.onError != nil {
@@ -139,27 +264,81 @@ func positiveInt(s string) (int64, bool) {
 	return n, err == nil && n > 0
 }
 
-// idempotencyKey returns the ledger key for the client's Idempotency-Key,
-// "" when none was sent. The key is scoped by route and user so it cannot
-// collide with another route's, another user's or a /usage/consume key.
-// A present but empty, repeated, overlong or non-printable key is bad.
-func idempotencyKey(r *http.Request, pattern string, user int64) (string, bool) {
+// ledgerKey returns the ledger key of a metered call and whether the
+// client chose it. With the client's Idempotency-Key, the key is scoped by
+// route and user, so it cannot collide with another route's, another
+// user's or a /usage/consume key; without one, it is fresh and random, so
+// that every charge can be refunded. A present but empty, repeated,
+// overlong or non-printable client key is bad (ok false). The key always
+// leaves room for a retry suffix (see boundKey).
+func ledgerKey(r *http.Request, pattern string, user int64) (key string, client, ok bool) {
+	scope := "route " + pattern + " user " + strconv.FormatInt(user, 10)
 	vals := r.Header.Values(IdempotencyKeyHeader)
 	switch {
 	case len(vals) == 0:
-		return "", true
-	case len(vals) > 1:
-		return "", false
+		return boundKey(scope + " call " + rand.Text()), false, true
+	case len(vals) > 1 || !validClientKey(vals[0]):
+		return "", false, false
 	}
-	k := vals[0]
+	return boundKey(scope + " key " + vals[0]), true, true
+}
+
+// validClientKey accepts 1 to maxIdempotencyKey printable ASCII bytes.
+func validClientKey(k string) bool {
 	if k == "" || len(k) > maxIdempotencyKey {
-		return "", false
+		return false
 	}
 	for i := 0; i < len(k); i++ {
 		if k[i] < ' ' || k[i] > '~' {
-			return "", false
+			return false
 		}
 	}
-	return "route " + pattern + " user " + strconv.FormatInt(user, 10) +
-		" key " + k, true
+	return true
+}
+
+// boundKey returns k when the ledger accepts it with a retry suffix
+// added, else a digest of it: the same k always gives the same key, and
+// two keys collide only if SHA-256 does.
+func boundKey(k string) string {
+	if len(k) <= maxBaseKey && metering.CheckIdempotencyKey(k) == nil {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return "route sha256 " + hex.EncodeToString(sum[:])
+}
+
+// inflight holds the ledger keys of client-keyed calls in flight. The
+// zero value is ready; it is safe for concurrent use.
+//
+// It is what makes a replay safe: a replay is forwarded without a debit
+// because an earlier call paid, and that payment must not be refunded
+// while the replay is served. The guard covers one process, which is
+// all of a bolt ledger (the file is locked by one process).
+// TODO(zimmer-sidecar): a ledger shared by several sidecars (the planned
+// postgres backend) needs the guard in the ledger, e.g. a debit that is
+// held until its call settles.
+type inflight struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+}
+
+// hold claims key, reporting false when another call holds it.
+func (f *inflight) hold(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, held := f.keys[key]; held {
+		return false
+	}
+	if f.keys == nil {
+		f.keys = make(map[string]struct{})
+	}
+	f.keys[key] = struct{}{}
+	return true
+}
+
+// release frees key.
+func (f *inflight) release(key string) {
+	f.mu.Lock()
+	delete(f.keys, key)
+	f.mu.Unlock()
 }

@@ -25,18 +25,22 @@ const (
 	// RequestIDHeader carries the request id to the app.
 	RequestIDHeader = "X-Request-Id"
 	// IdempotencyKeyHeader, on a metered route, makes a retried call
-	// charge once.
+	// charge once: once for a call the app answered, again for a retry of
+	// a call the app failed (its charge was refunded). It is forwarded to
+	// the app, which can use it to answer a replay without redoing work.
 	IdempotencyKeyHeader = "Idempotency-Key"
 
 	// UserHeader tells the app which user_automation_id a metered call
-	// charged; the remaining balances follow in the next two. Every
-	// client-sent header in the X-Zimmer- namespace is removed first, so
-	// the app can trust these.
+	// charged; the remaining balances after the charge follow in the next
+	// two. The charge is refunded if the app answers 5xx or not at all.
+	// Every client-sent header in the X-Zimmer- namespace is removed
+	// first, so the app can trust these.
 	UserHeader          = "X-Zimmer-User-Automation-Id"
 	RemainingDemoHeader = "X-Zimmer-Remaining-Demo-Tokens"
 	RemainingPaidHeader = "X-Zimmer-Remaining-Paid-Tokens"
 	// ReplayHeader is "true" when an Idempotency-Key matched an earlier
-	// charge and nothing was debited this time.
+	// charge for a call the app answered and nothing was debited this
+	// time; the balances are those of that charge.
 	ReplayHeader = "X-Zimmer-Charge-Replayed"
 )
 
@@ -87,7 +91,9 @@ type Options struct {
 	RequestID func(ctx context.Context) string
 	// OnError learns the cause of every request the proxy answers with a
 	// 5xx (or 413) of its own; the client only sees a fixed message. A
-	// client that went away shows up as context.Canceled. Called on the
+	// client that went away shows up as context.Canceled. It also learns
+	// of every refund of a failed metered call that failed, wrapped in
+	// ErrRefundFailed, so one request may report twice. Called on the
 	// request's goroutine; nil ignores causes.
 	OnError func(r *http.Request, err error)
 	// ErrorLog receives httputil.ReverseProxy's own messages (body copy
@@ -109,6 +115,7 @@ type Proxy struct {
 	answerLimit int64
 	requestID   func(context.Context) string
 	onError     func(*http.Request, error)
+	inflight    inflight // client idempotency keys of metered calls
 }
 
 // New checks opts and builds a Proxy. It opens no connection.
@@ -139,11 +146,12 @@ func New(opts Options) (*Proxy, error) {
 		errorLog = log.New(io.Discard, "", 0)
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    p.transport,
-		BufferPool:   newBufferPool(),
-		ErrorHandler: p.handleError,
-		ErrorLog:     errorLog,
+		Rewrite:        p.rewrite,
+		Transport:      p.transport,
+		BufferPool:     newBufferPool(),
+		ModifyResponse: p.noteAnswer,
+		ErrorHandler:   p.handleError,
+		ErrorLog:       errorLog,
 	}
 	if err := p.buildRoutes(opts); err != nil {
 		return nil, err
@@ -250,7 +258,8 @@ func (p *Proxy) Close() error {
 type stateKey struct{}
 
 // reqState is what routing decided, read by the later steps and by
-// Rewrite on the same request.
+// Rewrite on the same request, and the meter's charge, settled once the
+// app's outcome is known. Only the request's goroutine uses it.
 type reqState struct {
 	forward string   // the cleaned path the app receives
 	route   *route   // nil when passed through
@@ -260,6 +269,9 @@ type reqState struct {
 	demo    int64
 	paid    int64
 	replay  bool
+	debit   string // ledger key of this request's own debit, "" if none
+	held    string // client key held in Proxy.inflight, "" if none
+	settled bool   // settle ran: refund decided, key released
 }
 
 // stateOf returns the request's state, nil outside ServeHTTP.
@@ -394,12 +406,23 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// noteAnswer is ReverseProxy's ModifyResponse: with the app's status
+// known and nothing sent yet, it settles a metered call (see settle). It
+// changes nothing in the answer.
+func (p *Proxy) noteAnswer(resp *http.Response) error {
+	p.settle(resp.Request, stateOf(resp.Request), resp.StatusCode)
+	return nil
+}
+
 // handleError is the one error answer: the cause goes to OnError, the
-// client gets a fixed JSON message.
+// client gets a fixed JSON message. A metered call is settled as
+// unanswered first, unless the app's answer settled it already (a failed
+// upgrade after a 101).
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	if p.onError != nil {
 		p.onError(r, err)
 	}
+	p.settle(r, stateOf(r), 0)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):

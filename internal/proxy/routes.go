@@ -22,7 +22,8 @@ type Route struct {
 	Methods []string
 	// Protect wraps the route in Options.Auth.
 	Protect bool
-	// Meter, when not nil, charges the ledger before forwarding.
+	// Meter, when not nil, charges the ledger before forwarding and
+	// refunds the charge when the app fails the call (see meterHandler).
 	Meter *Meter
 }
 
