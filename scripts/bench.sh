@@ -9,6 +9,7 @@
 #   protected    GET through the sidecar on a route that checks the token
 #   metered      GET on a protected route that charges 1 unit (durable)
 #   consume      durable POST /usage/consume, a unique Idempotency-Key each
+#   goproxy      GET through a plain, tuned httputil.ReverseProxy (a peer)
 #   nginx        GET through nginx, when nginx is installed (a peer)
 # and prints a markdown table of medians with the ratio to direct and the
 # CPU time per request of the sidecar and the app (from /proc/PID/stat).
@@ -153,6 +154,13 @@ wait_for "$WORK/sidecar.log" '"msg":"listening"'
 SC="http://$(grep -o '"public":"[^"]*"' "$WORK/sidecar.log" | head -1 | cut -d'"' -f4)"
 log "app $APP, sidecar $SC"
 
+# The plain Go reverse proxy peer.
+"$WORK/upstream" -addr 127.0.0.1:0 -addr-file "$WORK/plain.addr" -proxy "$APP" &
+PLAIN_PID=$!
+PIDS+=("$PLAIN_PID")
+wait_for "$WORK/plain.addr" :
+PLAIN="http://$(cat "$WORK/plain.addr")"
+
 # Accounts 1..8 with a demo grant no run can exhaust.
 "$WORK/load" -url "$SC/provision" -method POST -c 1 -n 8 -d 10s \
   -header "X-Zimmer-Service-Token: $TOKEN" \
@@ -206,6 +214,7 @@ run_one() {
   case $name in
     direct) ;;
     nginx) proxy_pids=("${NGINX_PIDS[@]}") ;;
+    goproxy) proxy_pids=("$PLAIN_PID") ;;
     *) proxy_pids=("$SC_PID") ;;
   esac
   local p0 a0 p1 a1 line rps p50 p99 non2xx errors n
@@ -278,11 +287,13 @@ for REP in $(seq "$REPS"); do
   run_one metered load "$SC/metered/x" "${AUTH[@]}" -header "X-Tenant: 1"
   run_one consume load "$SC/usage/consume" -method POST -idempotency \
     "${AUTH[@]}" -body "$CONSUME_BODY"
+  run_one goproxy load "$PLAIN/plain/x"
   if [ -n "${NG:-}" ]; then run_one nginx load "$NG/plain/x"; fi
   if [ "$WRK" = 1 ] && command -v wrk >/dev/null 2>&1; then
     run_one direct wrk "$APP/plain/x"
     run_one passthrough wrk "$SC/plain/x"
     run_one protected wrk "$SC/protected/x" "${AUTH[@]}"
+    run_one goproxy wrk "$PLAIN/plain/x"
     if [ -n "${NG:-}" ]; then run_one nginx wrk "$NG/plain/x"; fi
   fi
 done

@@ -4,6 +4,9 @@
 //
 //	go run ./bench/upstream -addr 127.0.0.1:0 -addr-file /tmp/up.addr
 //
+// With -proxy URL it is instead a plain Go reverse proxy to URL (see
+// newPlainProxy), the reference the sidecar is compared with.
+//
 // It refuses to listen anywhere but loopback and stops on SIGINT/SIGTERM.
 package main
 
@@ -45,11 +48,20 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("upstream", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "loopback address to listen on")
 	addrFile := fs.String("addr-file", "", "write the bound address to this file")
+	proxyTo := fs.String("proxy", "", "be a plain reverse proxy to this loopback URL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := checkLoopback(*addr); err != nil {
 		return err
+	}
+	var handler http.Handler = http.HandlerFunc(serve)
+	if *proxyTo != "" {
+		h, err := newPlainProxy(*proxyTo)
+		if err != nil {
+			return err
+		}
+		handler = h
 	}
 
 	ln, err := net.Listen("tcp", *addr)
@@ -65,7 +77,7 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	srv := &http.Server{
-		Handler:           http.HandlerFunc(serve),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
