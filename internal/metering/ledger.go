@@ -13,7 +13,7 @@
 // balances they came from. A refund names its debit by the idempotency
 // key the debit was made with, so only keyed debits can be refunded; the
 // proxy gives every metered call a key for that reason and refunds the
-// charge when the app did not answer.
+// charge when the app answers 5xx or not at all.
 package metering
 
 import (
