@@ -49,9 +49,11 @@ func (s *Store) Consume(
 	}
 	call, now := newCallID(), s.now()
 	var res metering.ConsumeResult
+	attempts := 0
 	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		res, err = s.consumeStep(ctx, tx, req, call, now)
+		attempts++
+		res, err = s.consumeStep(ctx, tx, req, call, attempts > 1, now)
 		return err
 	})
 	if err != nil {
@@ -72,9 +74,11 @@ func (s *Store) Credit(ctx context.Context, req metering.CreditRequest) (meterin
 	}
 	call, now := newCallID(), s.now()
 	var acct metering.Account
+	attempts := 0
 	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		acct, err = s.creditStep(ctx, tx, req, call, now)
+		attempts++
+		acct, err = s.creditStep(ctx, tx, req, call, attempts > 1, now)
 		return err
 	})
 	if err != nil {

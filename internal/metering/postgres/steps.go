@@ -205,16 +205,22 @@ func (s *Store) consumeStep(
 	tx pgx.Tx,
 	req metering.ConsumeRequest,
 	call callID,
+	retried bool,
 	now time.Time,
 ) (metering.ConsumeResult, error) {
 	id := req.UserAutomationID
 	fp := req.Fingerprint()
 	key, internal := claimKey(req.IdempotencyKey, call)
 
-	// A claimed key answers as it first did, or conflicts.
-	c, ok, err := getClaim(ctx, tx, key, false)
-	if err != nil {
-		return metering.ConsumeResult{}, err
+	// A claimed key answers as it first did, or conflicts. A fresh
+	// internal key can be claimed only by an earlier attempt.
+	var c claim
+	var ok bool
+	if !internal || retried {
+		var err error
+		if c, ok, err = getClaim(ctx, tx, key, false); err != nil {
+			return metering.ConsumeResult{}, err
+		}
 	}
 	if ok {
 		if !c.matches(metering.EntryDebit, fp) {
@@ -270,16 +276,22 @@ func (s *Store) creditStep(
 	tx pgx.Tx,
 	req metering.CreditRequest,
 	call callID,
+	retried bool,
 	now time.Time,
 ) (metering.Account, error) {
 	id := req.UserAutomationID
 	fp := req.Fingerprint()
 	key, internal := claimKey(req.IdempotencyKey, call)
 
-	// A claimed key answers as it first did, or conflicts.
-	c, ok, err := getClaim(ctx, tx, key, false)
-	if err != nil {
-		return metering.Account{}, err
+	// A claimed key answers as it first did, or conflicts. A fresh
+	// internal key can be claimed only by an earlier attempt.
+	var c claim
+	var ok bool
+	if !internal || retried {
+		var err error
+		if c, ok, err = getClaim(ctx, tx, key, false); err != nil {
+			return metering.Account{}, err
+		}
 	}
 	if ok {
 		if !c.matches(metering.EntryCredit, fp) {
