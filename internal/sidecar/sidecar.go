@@ -220,6 +220,15 @@ func (s *Sidecar) AdminHandler() http.Handler {
 }
 
 func (s *Sidecar) proxyError(r *http.Request, err error) {
+	if errors.Is(err, proxy.ErrRefundFailed) {
+		// The user stays charged for a call the app failed: an operator
+		// must look.
+		s.log.LogAttrs(r.Context(), slog.LevelError, "refund failed",
+			slog.String("request_id", logging.RequestID(r.Context())),
+			slog.String("path", r.URL.Path),
+			slog.Any("err", err))
+		return
+	}
 	if errors.Is(err, context.Canceled) {
 		return // the client went away; nothing to act on
 	}
