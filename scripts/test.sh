@@ -23,6 +23,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# PostgreSQL for the shared-ledger tests: this machine kind starts it before
+# each session; start it here if it is installed but stopped.
+if need_cmd pg_isready && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if [ "$(id -u)" = 0 ] && need_cmd pg_ctlcluster; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+  fi
+fi
+
 log "go vet"
 go vet ./...
 
