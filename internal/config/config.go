@@ -127,7 +127,8 @@ type Probe struct {
 
 // Ledger backends.
 const (
-	BackendBolt = "bolt"
+	BackendBolt     = "bolt"
+	BackendPostgres = "postgres"
 )
 
 // Demo rules: how a consume is charged while demo tokens remain.
@@ -141,10 +142,24 @@ const (
 
 // Ledger configures the token ledger.
 type Ledger struct {
-	// Backend names the store; only BackendBolt exists so far.
+	// Backend names the store: BackendBolt (one process) or
+	// BackendPostgres (replicas sharing one ledger).
 	Backend string `toml:"backend"`
 	// Path is the bolt database file.
 	Path string `toml:"path"`
+	// DSN is the postgres connection string, resolved from a secret
+	// reference like auth.tokens ("env:NAME", "file:/path" or the value).
+	// It may hold a password: it is never shown in messages. Required by
+	// the postgres backend; its search_path parameter picks the schema.
+	DSN Secret `toml:"dsn"`
+	// MaxConns bounds the postgres connection pool of this process (>= 1).
+	MaxConns int `toml:"max_conns"`
+	// ConnectTimeout bounds one postgres connection attempt (> 0).
+	ConnectTimeout time.Duration `toml:"connect_timeout"`
+	// Migrate applies pending postgres schema migrations at start; false
+	// only checks the schema version, for deployments that run the
+	// migrate command separately.
+	Migrate bool `toml:"migrate"`
 	// DefaultDemoTokens are granted when provision sends demo_tokens
 	// null (>= 0).
 	DefaultDemoTokens int64 `toml:"default_demo_tokens"`
@@ -277,6 +292,9 @@ func Default() *Config {
 		Ledger: Ledger{
 			Backend:           BackendBolt,
 			Path:              "./data/ledger.db",
+			MaxConns:          10,
+			ConnectTimeout:    5 * time.Second,
+			Migrate:           true,
 			DefaultDemoTokens: 5,
 			MaxUnits:          1_000_000,
 			DemoRule:          DemoWhole,

@@ -129,6 +129,8 @@ func (d *decoder) decodeValue(p string, v any, rv reflect.Value) {
 		if list, ok := d.stringList(p, v, false); ok {
 			*dst = list
 		}
+	case *Secret:
+		d.decodeSecret(p, v, dst)
 	case *[]Token:
 		if refs, ok := d.stringList(p, v, true); ok {
 			*dst = d.resolveTokens(p, refs)

@@ -100,7 +100,8 @@ func schemaKeys(prefix string, t reflect.Type) []string {
 		}
 		leaf := ft.Kind() != reflect.Struct || ft == reflect.TypeFor[url.URL]() ||
 			ft == reflect.TypeFor[Call]() || ft == reflect.TypeFor[Extract]() ||
-			ft == reflect.TypeFor[UserRef]() || ft == reflect.TypeFor[Token]()
+			ft == reflect.TypeFor[UserRef]() || ft == reflect.TypeFor[Token]() ||
+			ft == reflect.TypeFor[Secret]()
 		if leaf {
 			keys = append(keys, p)
 			continue

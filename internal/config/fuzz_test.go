@@ -21,6 +21,8 @@ func FuzzParse(f *testing.F) {
 		base + "[listen]\npublic = 1\n",
 		base + "[[route]]\npath = \"/t/{id}/*\"\nmeter = { user = \"path:id\" }\n",
 		base + "[auth]\ntokens = [\"env:SECRET\", \"file:/s\", \"sha256:00\"]\n",
+		base + "[ledger]\nbackend = \"postgres\"\ndsn = \"env:SECRET\"\nmax_conns = 0\n",
+		base + "[ledger]\ndsn = [\"file:/s\"]\nconnect_timeout = 5\n",
 		base + "[zimmer.kb_status]\nstate = { from = \"a\", map = { \"x.y\" = \"ready\" } }\n",
 		"route = [{path = \"/a\"}, 1]\n[[app.probe]]\n",
 		"a = [\n",

@@ -48,39 +48,9 @@ func (d *decoder) resolveTokens(p string, refs []string) []Token {
 // resolve turns one reference into a Token. On failure it returns a
 // message that names where the secret lives but never the secret.
 func (s secretSource) resolve(p, ref string) (Token, string) {
-	var value, source string
-	switch {
-	case strings.HasPrefix(ref, "env:"):
-		name := strings.TrimSpace(strings.TrimPrefix(ref, "env:"))
-		if name == "" {
-			return Token{}, `"env:" needs the name of an environment variable, like "env:ZIMMER_TOKEN"`
-		}
-		v, ok := s.env[name]
-		if !ok {
-			return Token{}, "environment variable " + name + " is not set"
-		}
-		source, value = "env:"+name, strings.TrimSpace(v)
-		if value == "" {
-			return Token{}, "environment variable " + name + " is empty"
-		}
-	case strings.HasPrefix(ref, "file:"):
-		name := strings.TrimSpace(strings.TrimPrefix(ref, "file:"))
-		if name == "" {
-			return Token{}, `"file:" needs a path, like "file:/run/secrets/zimmer-token"`
-		}
-		b, err := s.readFile(name)
-		if err != nil {
-			return Token{}, "cannot read file " + name + ": " + fileReason(err)
-		}
-		source, value = "file:"+name, strings.TrimSpace(string(b))
-		if value == "" {
-			return Token{}, "file " + name + " is empty"
-		}
-	default:
-		source, value = p+" (inline)", ref
-		if strings.TrimSpace(value) == "" {
-			return Token{}, "is empty"
-		}
+	value, source, msg := s.resolveValue(p, ref)
+	if msg != "" {
+		return Token{}, msg
 	}
 	t, msg := classify(value)
 	t.Source = source
@@ -91,6 +61,72 @@ func (s secretSource) resolve(p, ref string) (Token, string) {
 		return Token{}, "the value of " + source + " " + msg
 	}
 	return t, ""
+}
+
+// resolveValue reads the secret ref names: "env:NAME", "file:/path" or
+// the value itself (its source is then p+" (inline)"). The value is
+// trimmed and must not be empty. On failure it returns a message that
+// names where the secret lives but never the secret.
+func (s secretSource) resolveValue(p, ref string) (value, source, msg string) {
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimSpace(strings.TrimPrefix(ref, "env:"))
+		if name == "" {
+			return "", "", `"env:" needs the name of an environment variable, like "env:ZIMMER_TOKEN"`
+		}
+		v, ok := s.env[name]
+		if !ok {
+			return "", "", "environment variable " + name + " is not set"
+		}
+		source, value = "env:"+name, strings.TrimSpace(v)
+		if value == "" {
+			return "", "", "environment variable " + name + " is empty"
+		}
+	case strings.HasPrefix(ref, "file:"):
+		name := strings.TrimSpace(strings.TrimPrefix(ref, "file:"))
+		if name == "" {
+			return "", "", `"file:" needs a path, like "file:/run/secrets/zimmer-token"`
+		}
+		b, err := s.readFile(name)
+		if err != nil {
+			return "", "", "cannot read file " + name + ": " + fileReason(err)
+		}
+		source, value = "file:"+name, strings.TrimSpace(string(b))
+		if value == "" {
+			return "", "", "file " + name + " is empty"
+		}
+	default:
+		source, value = p+" (inline)", ref
+		if strings.TrimSpace(value) == "" {
+			return "", "", "is empty"
+		}
+	}
+	return value, source, ""
+}
+
+// decodeSecret resolves the secret reference at p. An empty string (the
+// default) leaves dst unset; a wrong type is reported without its value.
+func (d *decoder) decodeSecret(p string, v any, dst *Secret) {
+	var ref string
+	switch t := v.(type) {
+	case string:
+		ref = t
+	case envValue:
+		ref = t.text
+	default:
+		d.wrongType(p, "a string (a secret reference)", v, true)
+		return
+	}
+	if strings.TrimSpace(ref) == "" {
+		*dst = Secret{}
+		return
+	}
+	value, source, msg := d.secrets.resolveValue(p, ref)
+	if msg != "" {
+		d.addf(p, "%s", msg)
+		return
+	}
+	*dst = Secret{Value: value, Source: source}
 }
 
 // fileReason explains a read failure without the error's own path prefix.

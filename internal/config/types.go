@@ -246,3 +246,39 @@ func (t Token) LogValue() slog.Value {
 		slog.String("source", t.Source),
 	)
 }
+
+// Secret is a value resolved from a secret reference ("env:NAME",
+// "file:/path" or the value itself), such as ledger.dsn. The zero value
+// means not configured. Its String, GoString, MarshalJSON and LogValue
+// never show Value.
+type Secret struct {
+	// Value is the secret itself, trimmed.
+	Value string
+	// Source says where it came from without revealing it, e.g.
+	// "env:ZIMMER_LEDGER_DSN", "file:/run/secrets/dsn" or
+	// "ledger.dsn (inline)"; empty when not configured.
+	Source string
+}
+
+// String describes the secret without its value.
+func (s Secret) String() string {
+	if s.Source == "" {
+		return "secret (not set)"
+	}
+	return "secret from " + s.Source
+}
+
+// GoString describes the secret without its value, also for %#v.
+func (s Secret) GoString() string {
+	return fmt.Sprintf("config.Secret{Source:%q, Value:<redacted>}", s.Source)
+}
+
+// MarshalJSON describes the secret without its value.
+func (s Secret) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"source": s.Source})
+}
+
+// LogValue describes the secret without its value.
+func (s Secret) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("source", s.Source))
+}

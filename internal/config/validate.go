@@ -205,28 +205,52 @@ func (v *validator) probe(p string, pr *Probe) {
 
 // backends validates the keys each ledger backend needs. A new backend
 // adds its keys to Ledger and its check here.
-//
-// TODO(zimmer-sidecar): add "postgres" with a required ledger.dsn (a secret
-// reference, like auth.tokens) once internal/metering has that backend.
 var backends = map[string]func(v *validator, l *Ledger){
 	BackendBolt: func(v *validator, l *Ledger) {
 		if strings.TrimSpace(l.Path) == "" {
 			v.addf("ledger.path", `is required by the bolt backend, like "./data/ledger.db"`)
 		}
 	},
+	BackendPostgres: func(v *validator, l *Ledger) {
+		switch {
+		case l.DSN.Value == "":
+			v.addf("ledger.dsn", "is required by the postgres backend: a secret "+
+				`reference like "env:ZIMMER_LEDGER_DSN" or "file:/run/secrets/ledger-dsn"`)
+		case !looksLikeDSN(l.DSN.Value):
+			v.addf("ledger.dsn", "the value of %s is not a PostgreSQL connection "+
+				`string: want a "postgres://" URL or key=value pairs (the value `+
+				"is not shown)", l.DSN.Source)
+		}
+	},
+}
+
+// maxLedgerConns bounds ledger.max_conns far above any useful pool (a
+// server allows 100 connections by default).
+const maxLedgerConns = 10_000
+
+// looksLikeDSN is a shape check only (the driver parses the DSN when the
+// ledger opens): a postgres URL, or key=value pairs.
+func looksLikeDSN(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") ||
+		(strings.Contains(s, "=") && !strings.Contains(s, "://"))
 }
 
 func (v *validator) ledger(l *Ledger) {
 	if check, ok := backends[l.Backend]; ok {
 		check(v, l)
 	} else {
-		v.addf("ledger.backend", `must be "bolt" (got %q)`, l.Backend)
+		v.addf("ledger.backend", `must be "bolt" or "postgres" (got %q)`, l.Backend)
 	}
 	v.atLeast("ledger.default_demo_tokens", l.DefaultDemoTokens, 0)
 	v.atLeast("ledger.max_units", l.MaxUnits, 1)
 	if l.DemoRule != DemoWhole && l.DemoRule != DemoSpill {
 		v.addf("ledger.demo_rule", `must be "whole" or "spill" (got %q)`, l.DemoRule)
 	}
+	v.atLeast("ledger.max_conns", int64(l.MaxConns), 1)
+	if l.MaxConns > maxLedgerConns {
+		v.addf("ledger.max_conns", "must be at most %d (got %d)", maxLedgerConns, l.MaxConns)
+	}
+	v.positive("ledger.connect_timeout", l.ConnectTimeout)
 }
 
 func (v *validator) zimmer(z *Zimmer) {

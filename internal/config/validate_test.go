@@ -86,8 +86,8 @@ func TestValidationRules(t *testing.T) {
 			"app.probe[1].name", 7, "already the name"},
 
 		// ledger
-		{"backend", "[ledger]\nbackend = \"postgres\"\n",
-			"ledger.backend", 4, `must be "bolt" (got "postgres")`},
+		{"backend", "[ledger]\nbackend = \"sqlite\"\n",
+			"ledger.backend", 4, `must be "bolt" or "postgres" (got "sqlite")`},
 		{"bolt path", "[ledger]\npath = \"\"\n", "ledger.path", 4, "required by the bolt backend"},
 		{"demo rule", "[ledger]\ndemo_rule = \"half\"\n",
 			"ledger.demo_rule", 4, `must be "whole" or "spill"`},
