@@ -228,6 +228,28 @@ func TestRetriesBounded(t *testing.T) {
 	}
 }
 
+// TestReadOnlyReconnects: a server that turned read-only (a demoted
+// primary) costs its connection, so the retry runs on a new one.
+func TestReadOnlyReconnects(t *testing.T) {
+	s := setupFault(t, PoolOptions{MaxConns: 1})
+	var pids []uint32
+	s.hooks.beforeCommit = func(_ context.Context, pid uint32) error {
+		pids = append(pids, pid)
+		if len(pids) == 1 {
+			return &pgconn.PgError{Code: "25006", Message: "injected"}
+		}
+		return nil
+	}
+	_, err := s.Consume(context.Background(), metering.ConsumeRequest{UserAutomationID: 1, Units: 7})
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	if len(pids) != 2 || pids[0] == pids[1] {
+		t.Errorf("backends of the attempts: got %v, want two different ones", pids)
+	}
+	wantApplied(t, s, faultOps()[1])
+}
+
 // TestRetryStopsWithContext: a context that ends during the backoff ends
 // the retries with an error that wraps both causes.
 func TestRetryStopsWithContext(t *testing.T) {

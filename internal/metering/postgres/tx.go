@@ -73,6 +73,11 @@ func (s *Store) attempt(ctx context.Context, fn txFunc) (err error) {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
+		if err != nil && readOnly(err) {
+			// The server was demoted: drop this connection so the retry
+			// connects again, following the DSN to the new primary.
+			closeTxConn(ctx, tx)
+		}
 		if err != nil {
 			rollback(ctx, tx)
 		}
@@ -102,6 +107,20 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = tx.Rollback(rctx)
+}
+
+// readOnly reports whether err says the server no longer takes writes.
+func readOnly(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "25006"
+}
+
+// closeTxConn closes the transaction's connection; the pool discards it
+// when it is released.
+func closeTxConn(ctx context.Context, tx pgx.Tx) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = tx.Conn().Close(cctx)
 }
 
 // SQLSTATE codes that mark a transient failure.
