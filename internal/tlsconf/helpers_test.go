@@ -249,6 +249,19 @@ func (e *events) hook(ev Event) {
 	}
 }
 
+// pending returns the events not yet consumed, for a failure message.
+func (e *events) pending() []Event {
+	var evs []Event
+	for {
+		select {
+		case ev := <-e.ch:
+			evs = append(evs, ev)
+		default:
+			return evs
+		}
+	}
+}
+
 // next waits for the next event of kind, skipping others.
 func (e *events) next(t *testing.T, kind EventKind) Event {
 	t.Helper()
