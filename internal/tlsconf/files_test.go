@@ -3,6 +3,7 @@ package tlsconf
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"slices"
@@ -194,5 +195,64 @@ func TestStartTwiceAndClose(t *testing.T) {
 	}
 	if _, err := New(Options{Mode: "off"}); err == nil {
 		t.Error("New accepted mode off")
+	}
+}
+
+// TestNewACMEOptions checks what acme mode requires before contacting
+// anyone.
+func TestNewACMEOptions(t *testing.T) {
+	t.Parallel()
+	ok := Options{Mode: ModeACME, Names: []string{"a.zimmer.test"},
+		StorageDir: t.TempDir(), HTTPAddr: "127.0.0.1:80"}
+	tests := []struct {
+		name string
+		edit func(*Options)
+		want string
+	}{
+		{"no names", func(o *Options) { o.Names = nil }, "at least one name"},
+		{"no storage", func(o *Options) { o.StorageDir = "" }, "storage directory"},
+		{"no address", func(o *Options) { o.HTTPAddr = "" }, "an HTTP or a TLS address"},
+		{"unbound port", func(o *Options) { o.HTTPAddr = "127.0.0.1:0" }, "bound port"},
+		{"bad address", func(o *Options) { o.TLSAddr = "443" }, "listener address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			opts := ok
+			tt.edit(&opts)
+			_, err := New(opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	m, err := New(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadRoots reads a PEM bundle and refuses a file without one.
+func TestReadRoots(t *testing.T) {
+	t.Parallel()
+	c := newTestCert(t, 5, "ca.zimmer.test")
+	dir := t.TempDir()
+	good, junk := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "junk.pem")
+	writeFile(t, good, c.certPEM)
+	writeFile(t, junk, []byte("junk"))
+	roots, err := ReadRoots(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.cert.Verify(x509.VerifyOptions{Roots: roots}); err != nil {
+		t.Errorf("pool does not trust the file's certificate: %v", err)
+	}
+	for _, f := range []string{junk, filepath.Join(dir, "none.pem")} {
+		if _, err := ReadRoots(f); err == nil {
+			t.Errorf("ReadRoots(%s) succeeded", f)
+		}
 	}
 }

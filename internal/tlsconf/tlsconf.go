@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -118,6 +119,20 @@ type Event struct {
 	NotAfter time.Time
 	// Err is the cause of a failure.
 	Err error
+}
+
+// ReadRoots reads a PEM file of certificates into a pool for
+// Options.CARoots (config's tls.ca_root).
+func ReadRoots(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconf: read CA roots: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("tlsconf: no PEM certificate in %s", file)
+	}
+	return roots, nil
 }
 
 // Errors callers may branch on.
