@@ -87,15 +87,17 @@ var apps = []appCase{
 		},
 		metered: func(id int64) e2etest.Request {
 			return e2etest.Request{Method: http.MethodPost, Path: "/chat/ask",
-				Header: http.Header{"X-Tenant": {fmt.Sprint(id)}},
-				Body:   map[string]string{"question": "when do you open?"}}
+				Header:    http.Header{"X-Tenant": {fmt.Sprint(id)}},
+				Body:      map[string]string{"question": "when do you open?"},
+				WithToken: true}
 		},
 		meteredStatus: http.StatusOK,
 		stream: func(id int64, n int, interval time.Duration) e2etest.Request {
 			return e2etest.Request{Method: http.MethodGet,
 				Path: fmt.Sprintf("/chat/stream?n=%d&interval_ms=%d",
 					n, interval.Milliseconds()),
-				Header: http.Header{"X-Tenant": {fmt.Sprint(id)}}}
+				Header:    http.Header{"X-Tenant": {fmt.Sprint(id)}},
+				WithToken: true}
 		},
 		streamEvent: "token",
 		streamUnits: 1,
@@ -134,7 +136,8 @@ var apps = []appCase{
 			return e2etest.Request{Method: http.MethodPost,
 				Path: fmt.Sprintf("/api/v1/orders?customer=%d", id),
 				Body: map[string]any{"items": []map[string]any{
-					{"sku": "sku-0", "qty": 1}}}}
+					{"sku": "sku-0", "qty": 1}}},
+				WithToken: true}
 		},
 		meteredStatus:  http.StatusCreated,
 		prepareMetered: true,

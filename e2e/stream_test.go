@@ -42,6 +42,9 @@ func openStream(ctx context.Context, p *e2etest.Platform, req e2etest.Request) (
 		hr.Header[k] = v
 	}
 	hr.Header.Set("Accept", "text/event-stream")
+	if req.WithToken {
+		hr.Header.Set(e2etest.TokenHeader, p.Token)
+	}
 	// A client without the overall timeout: the stream's length is the
 	// test's to decide, and ctx bounds it.
 	hc := &http.Client{Transport: p.HTTP.Transport, CheckRedirect: p.HTTP.CheckRedirect}

@@ -65,6 +65,14 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s: app answered %d", e.Op, e.Status)
 }
 
+// Is makes a KB call the app answered 404 match zimmer.ErrNotFound, so the
+// platform gets a 404 for an account the app does not know rather than a
+// 502. A provision hook's 404 stays an app failure.
+func (e *StatusError) Is(target error) bool {
+	return target == zimmer.ErrNotFound && e.Status == http.StatusNotFound &&
+		e.Op != "provision"
+}
+
 // errNoReset: KB reset was called but none is configured.
 var errNoReset = errors.New("kb reset: not configured")
 

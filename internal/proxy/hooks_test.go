@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -335,6 +336,26 @@ func TestHookCompileErrors(t *testing.T) {
 	for _, s := range []string{"", "POST", "/x"} {
 		if _, err := ParseCall(s); err == nil {
 			t.Errorf("ParseCall(%q): got nil error, want one", s)
+		}
+	}
+}
+
+func TestStatusErrorNotFoundOnlyForKB(t *testing.T) {
+	tests := []struct {
+		op     string
+		status int
+		want   bool
+	}{
+		{"kb status", http.StatusNotFound, true},
+		{"kb reset", http.StatusNotFound, true},
+		{"kb status", http.StatusInternalServerError, false},
+		{"provision", http.StatusNotFound, false},
+	}
+	for _, tt := range tests {
+		err := fmt.Errorf("wrapped: %w", &StatusError{Op: tt.op, Status: tt.status})
+		if got := errors.Is(err, zimmer.ErrNotFound); got != tt.want {
+			t.Errorf("%s %d: errors.Is(ErrNotFound) = %v, want %v",
+				tt.op, tt.status, got, tt.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package zimmer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
@@ -26,7 +25,7 @@ func (a *API) kbStatus(w http.ResponseWriter, r *http.Request) (int, any, error)
 
 	info, err := a.opts.KB.Status(ctx, call.UserAutomationID, call.UserID)
 	if err != nil {
-		return kbFailure(fmt.Errorf("kb status: %w", err), detailKBStatusApp)
+		return kbFailure(err, detailKBStatusApp)
 	}
 	platform, ok := platformHealth(info.State)
 	if !ok {
@@ -73,7 +72,7 @@ func (a *API) kbReset(w http.ResponseWriter, r *http.Request) (int, any, error) 
 	defer cancel()
 
 	if err := a.opts.KB.Reset(ctx, call.UserAutomationID); err != nil {
-		return kbFailure(fmt.Errorf("kb reset: %w", err), detailKBResetApp)
+		return kbFailure(err, detailKBResetApp)
 	}
 	return http.StatusOK, KBResetAnswer{
 		Success:          true,
