@@ -36,10 +36,11 @@ const usage = `usage: zimmer-sidecar <command> [flags]
 
 commands:
   run [-config FILE]          run the sidecar (the default command)
-  check-config FILE           validate a configuration file and exit
+  check-config [FILE]         validate a configuration file and exit
   ledger show ID              print one account        (via the admin listener)
   ledger credit ID UNITS      add paid tokens          (via the admin listener)
   ledger export               print the journal as NDJSON
+  migrate [-config FILE]      bring the ledger's schema up to date and exit
   version                     print the version
 
 The config file defaults to $ZIMMER_SIDECAR_CONFIG, then ./zimmer-sidecar.toml.
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkConfig(args, stdout, stderr)
 	case "ledger":
 		return ledgerCommand(ctx, args, stdout, stderr)
+	case "migrate":
+		return migrate(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "zimmer-sidecar", version)
 		return nil

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering/bolt"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering/postgres"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/proxy"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/zimmer"
 )
@@ -17,8 +19,9 @@ import (
 // Nothing here opens a socket; openLedger is the only function with a side
 // effect.
 
-// openLedger opens the configured ledger backend.
-func openLedger(c config.Ledger) (metering.Ledger, error) {
+// openLedger opens the configured ledger backend. ctx bounds connecting
+// and migrating a PostgreSQL ledger.
+func openLedger(ctx context.Context, c config.Ledger) (metering.Ledger, error) {
 	opts := metering.Options{
 		DefaultDemoTokens: c.DefaultDemoTokens,
 		MaxUnits:          c.MaxUnits,
@@ -27,8 +30,22 @@ func openLedger(c config.Ledger) (metering.Ledger, error) {
 	switch c.Backend {
 	case config.BackendBolt:
 		return bolt.Open(c.Path, opts)
+	case config.BackendPostgres:
+		return postgres.Open(ctx, c.DSN.Value, opts, postgres.PoolOptions{
+			MaxConns:       int32(c.MaxConns),
+			ConnectTimeout: c.ConnectTimeout,
+			SkipMigrate:    !c.Migrate,
+		})
 	}
 	return nil, fmt.Errorf("ledger backend %q is not supported", c.Backend)
+}
+
+// ledgerName describes the ledger for the start-up log, without secrets.
+func ledgerName(c config.Ledger) string {
+	if c.Backend == config.BackendPostgres {
+		return "postgres (dsn from " + c.DSN.Source + ")"
+	}
+	return c.Backend + ":" + c.Path
 }
 
 // authTokens converts resolved config tokens into auth tokens.

@@ -102,7 +102,7 @@ func (s *Sidecar) logStart(verdict string) {
 		slog.Any("zimmer_prefixes", s.cfg.Zimmer.Prefixes),
 		slog.Any("routes", routes),
 		slog.Bool("passthrough", s.cfg.App.Passthrough),
-		slog.String("ledger", s.cfg.Ledger.Backend+":"+s.cfg.Ledger.Path),
+		slog.String("ledger", ledgerName(s.cfg.Ledger)),
 		slog.Int("service_tokens", len(s.cfg.Auth.Tokens)),
 		slog.String("health", verdict))
 }

@@ -92,8 +92,12 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 		limiter: auth.NewLimiter(cfg.Auth.FailuresPerMinute, 0, nil),
 	}
 
-	// 1. The ledger: the one component with durable state.
-	l, err := openLedger(cfg.Ledger)
+	// 1. The ledger: the one component with durable state. A database
+	// ledger gets twice its connect timeout to connect and migrate.
+	ctx, cancel := context.WithTimeout(context.Background(),
+		2*cfg.Ledger.ConnectTimeout+time.Second)
+	defer cancel()
+	l, err := openLedger(ctx, cfg.Ledger)
 	if err != nil {
 		return nil, err
 	}
