@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -176,7 +177,7 @@ func TestStartTwiceAndClose(t *testing.T) {
 	if err := m.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Start(t.Context()); err != ErrStarted {
+	if err := m.Start(t.Context()); !errors.Is(err, ErrStarted) {
 		t.Errorf("second Start: got %v, want ErrStarted", err)
 	}
 	if !m.Ready() || m.WaitReady(t.Context()) != nil {
@@ -187,10 +188,10 @@ func TestStartTwiceAndClose(t *testing.T) {
 			t.Errorf("Close: %v", err)
 		}
 	}
-	if err := m.Start(context.Background()); err != ErrClosed {
+	if err := m.Start(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Start after Close: got %v, want ErrClosed", err)
 	}
-	if err := m.WaitReady(context.Background()); err != ErrClosed {
+	if err := m.WaitReady(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("WaitReady after Close: got %v, want ErrClosed", err)
 	}
 	if _, err := New(Options{Mode: "off"}); err == nil {
