@@ -2,6 +2,7 @@ package zimmer
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func (a *API) consume(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		UserAutomationID: call.UserAutomationID,
 		Units:            call.Units,
 		UsageType:        call.UsageType,
-		IdempotencyKey:   key,
+		IdempotencyKey:   consumeKey(call.UserAutomationID, key),
 	}
 	res, err := a.opts.Ledger.Consume(ctx, req)
 	if err != nil {
@@ -60,6 +61,22 @@ func (a *API) consume(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		w.Header().Set(ReplayedHeader, "true")
 	}
 	return http.StatusOK, consumeAnswer(call.UserAutomationID, res), nil
+}
+
+// consumeKey scopes a caller's idempotency key to /usage/consume and one
+// account, so two users who both send request_id "1" do not collide, and
+// no key can match a metered route's keys. "" stays "" (no idempotency).
+// A scoped key longer than the ledger allows is replaced by its digest.
+func consumeKey(userAutomationID int64, key string) string {
+	if key == "" {
+		return ""
+	}
+	scoped := fmt.Sprintf("consume %d %s", userAutomationID, key)
+	if len(scoped) > metering.MaxIdempotencyKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		scoped = fmt.Sprintf("consume %d sha256 %x", userAutomationID, sum)
+	}
+	return scoped
 }
 
 // headerKey returns the Idempotency-Key header, "" when absent. A header

@@ -2,8 +2,10 @@ package zimmer
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -132,8 +134,33 @@ func TestConsumeKeySource(t *testing.T) {
 	for _, c := range h.ledger.consumes {
 		keys = append(keys, c.IdempotencyKey)
 	}
-	if got, want := strings.Join(keys, ","), "m1,h1,"; got != want {
+	// Keys reach the ledger scoped to /usage/consume and the account.
+	if got, want := strings.Join(keys, ","), "consume 1 m1,consume 1 h1,"; got != want {
 		t.Fatalf("keys: got %q, want %q (meta, header over meta, none)", got, want)
+	}
+}
+
+func TestConsumeKeyScoping(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("k", 255)
+	tests := []struct {
+		id        int64
+		key, want string
+	}{
+		{7, "", ""},
+		{7, "1", "consume 7 1"},
+		{8, "1", "consume 8 1"},
+		{7, long, "consume 7 sha256 " + fmt.Sprintf("%x", sha256.Sum256([]byte(long)))},
+	}
+	for _, tt := range tests {
+		got := consumeKey(tt.id, tt.key)
+		if got != tt.want {
+			t.Errorf("consumeKey(%d, %q) = %q, want %q", tt.id, tt.key, got, tt.want)
+		}
+		if err := metering.CheckIdempotencyKey(got); err != nil {
+			t.Errorf("consumeKey(%d, %q) = %q, which the ledger refuses: %v",
+				tt.id, tt.key, got, err)
+		}
 	}
 }
 

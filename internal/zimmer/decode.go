@@ -8,14 +8,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
 // Limits on free-text request fields, so a caller cannot grow the journal
 // or the idempotency index without bound.
-const (
-	maxUsageTypeLen = 128
-	maxKeyLen       = 256
-)
+const maxUsageTypeLen = 128
 
 // RequestError is a request the sidecar refuses with 400. Field names the
 // offending JSON field or query parameter ("" for the body as a whole);
@@ -287,8 +286,9 @@ func checkKey(field, key string) (string, error) {
 	switch {
 	case strings.TrimSpace(key) == "":
 		return "", &RequestError{field, "must not be empty"}
-	case len(key) > maxKeyLen:
-		return "", &RequestError{field, "is too long"}
+	case metering.CheckIdempotencyKey(key) != nil:
+		return "", &RequestError{field,
+			"must be at most 255 printable ASCII characters"}
 	}
 	return key, nil
 }

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
 func TestParseJSONInt(t *testing.T) {
@@ -373,8 +375,12 @@ func TestHeaderKey(t *testing.T) {
 		{name: "empty", values: []string{""}, wantErr: "Idempotency-Key must not be empty"},
 		{name: "blank", values: []string{"  "}, wantErr: "Idempotency-Key must not be empty"},
 		{name: "twice", values: []string{"a", "b"}, wantErr: "Idempotency-Key must be sent once"},
-		{name: "long", values: []string{strings.Repeat("k", 257)},
-			wantErr: "Idempotency-Key is too long"},
+		{name: "long", values: []string{strings.Repeat("k", 256)},
+			wantErr: "Idempotency-Key must be at most 255 printable ASCII characters"},
+		{name: "not ascii", values: []string{"clé"},
+			wantErr: "Idempotency-Key must be at most 255 printable ASCII characters"},
+		{name: "longest", values: []string{strings.Repeat("k", 255)},
+			want: strings.Repeat("k", 255)},
 	}
 	for _, tt := range tests {
 		h := make(map[string][]string)
@@ -461,8 +467,8 @@ func FuzzDecodeConsume(f *testing.F) {
 			t.Fatalf("accepted units out of range: %+v", call)
 		case strings.TrimSpace(call.UsageType) == "" || len(call.UsageType) > maxUsageTypeLen:
 			t.Fatalf("accepted bad usage type: %+v", call)
-		case len(call.RequestID) > maxKeyLen:
-			t.Fatalf("accepted long request id: %d bytes", len(call.RequestID))
+		case call.RequestID != "" && metering.CheckIdempotencyKey(call.RequestID) != nil:
+			t.Fatalf("accepted an invalid request id: %q", call.RequestID)
 		}
 	})
 }
