@@ -1,6 +1,6 @@
 // Package httpx holds the small HTTP helpers every other package shares:
-// JSON answers and errors in the shape the platform reads, the client
-// address taken only from the connection, and body limits.
+// JSON answers and errors in the shape the platform reads, and the client
+// address taken only from the connection.
 package httpx
 
 import (

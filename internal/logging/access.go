@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
 
 // RequestIDHeader carries the request id to the app and back to the caller.
@@ -109,7 +111,7 @@ func Access(log *slog.Logger, enabled bool, observe func(endpoint string,
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Int64("bytes", rec.bytes),
 			slog.String("request_id", info.ID),
-			slog.String("client", clientIP(r)),
+			slog.String("client", httpx.ClientAddr(r)),
 		}
 		if ep := info.Endpoint(); ep != "" {
 			attrs = append(attrs, slog.String("endpoint", ep))
@@ -139,14 +141,6 @@ func requestID(in string) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // recorder captures the status and byte count while passing flushes,

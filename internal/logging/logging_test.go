@@ -153,3 +153,12 @@ func FuzzRedactor(f *testing.F) {
 		_ = errors.New(out)
 	})
 }
+
+func TestRedactorMasksTelegramBotTokens(t *testing.T) {
+	red := NewRedactor()
+	const bot = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+	got := red.String("POST /bot" + bot + "/sendMessage")
+	if strings.Contains(got, bot) || !strings.Contains(got, Mask) {
+		t.Errorf("got %q, want the bot token masked", got)
+	}
+}

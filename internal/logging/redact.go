@@ -29,10 +29,11 @@ var secretKeys = map[string]bool{
 	"set-cookie": true, "bot_token": true,
 }
 
-// keyShapes match strings that look like provider keys or bearer
-// credentials even when nobody registered them.
+// keyShapes match strings that look like provider keys, bearer
+// credentials or Telegram bot tokens ("123456:AA..." in bot API paths)
+// even when nobody registered them.
 var keyShapes = regexp.MustCompile(
-	`(?i)(sk-[a-z0-9_\-]{8,}|bearer\s+[a-z0-9_\-\.=]{8,})`)
+	`(?i)(sk-[a-z0-9_\-]{8,}|bearer\s+[a-z0-9_\-\.=]{8,}|\d{6,12}:[a-z0-9_\-]{30,})`)
 
 // Redactor removes secrets from strings. The zero value is not usable; use
 // NewRedactor. It is safe for concurrent use; Set may be called at any time
