@@ -63,8 +63,26 @@ func FuzzTokenFrom(f *testing.F) {
 				t.Fatalf("bearer credential %q survived stripping", v)
 			}
 		}
+
+		// On an open route only a Bearer service token goes; the rest of
+		// Authorization stays, in order.
+		r := &http.Request{Header: http.Header{}}
+		var want []string
+		for _, a := range []string{authz, authz2} {
+			r.Header.Add("Authorization", a)
+			if cred, ok := parseBearer(a); !ok || cred != tokHex {
+				want = append(want, a)
+			}
+		}
+		stripVerifier.StripServiceBearer(r)
+		if got := r.Header.Values("Authorization"); !equalStrings(got, want) {
+			t.Fatalf("after StripServiceBearer got %q, want %q", got, want)
+		}
 	})
 }
+
+// stripVerifier accepts tokHex, for FuzzTokenFrom.
+var stripVerifier, _ = New([]Token{{Kind: KindPlain, Value: tokHex}}, Options{})
 
 func FuzzParseBearer(f *testing.F) {
 	for _, s := range []string{"Bearer abc", "bearer", "BEARER\tx", " Bearer  y ",
@@ -149,6 +167,10 @@ func FuzzVerify(f *testing.F) {
 		}
 		if idx != want || (err == nil) != (want >= 0) {
 			t.Fatalf("got token %d error %v, want token %d", idx, err, want)
+		}
+		// verify cached a valid bcrypt token, so the cheap check agrees.
+		if got := v.IsServiceToken(presented); got != (want >= 0) {
+			t.Fatalf("IsServiceToken got %v, want %v", got, want >= 0)
 		}
 	})
 }

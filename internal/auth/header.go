@@ -99,3 +99,32 @@ func stripToken(h http.Header, acceptBearer bool) {
 		}
 	}
 }
+
+// StripServiceBearer removes from h every Authorization value that is a
+// Bearer credential holding a configured service token (as IsServiceToken
+// decides), whatever AcceptBearer says; other values, other schemes and
+// other Bearer tokens stay for the app. It is meant for requests on open
+// routes, which Require never sees, and its signature fits the proxy's
+// StripAuthorization hook. A nil Verifier removes nothing.
+func (v *Verifier) StripServiceBearer(r *http.Request) {
+	if v == nil {
+		return
+	}
+	for k, vals := range r.Header {
+		if !strings.EqualFold(k, "Authorization") {
+			continue
+		}
+		kept := vals[:0:0]
+		for _, val := range vals {
+			cred, ok := parseBearer(val)
+			if !ok || !v.IsServiceToken(cred) {
+				kept = append(kept, val)
+			}
+		}
+		if len(kept) == 0 {
+			delete(r.Header, k)
+		} else if len(kept) < len(vals) {
+			r.Header[k] = kept
+		}
+	}
+}

@@ -213,29 +213,91 @@ func TestRateLimitThroughRequire(t *testing.T) {
 		}
 	}
 
-	// The next attempt, even with the right token, is refused unverified.
-	before, _ := c.snapshot()
-	w := serve("203.0.113.9", HeaderName, tokHex, "X-Forwarded-For", "203.0.113.5")
-	if w.Code != http.StatusTooManyRequests {
-		t.Fatalf("after 3 failures: got status %d, want 429", w.Code)
-	}
-	if got := decodeDetail(t, w.Body.Bytes()); got != detailRateLimited {
-		t.Errorf("got detail %q, want %q", got, detailRateLimited)
-	}
-	if got := w.Header().Get("Retry-After"); got != "20" {
-		t.Errorf("got Retry-After %q, want 20", got)
-	}
-	if after, _ := c.snapshot(); after != before {
-		t.Errorf("429 ran %d comparisons, want none", after-before)
+	// The next wrong or missing token is refused with 429 after the cheap
+	// checks alone: every digest is still compared (C9), nothing more.
+	for _, kv := range [][]string{
+		{HeaderName, "guess", "X-Forwarded-For", "203.0.113.5"},
+		{HeaderName, tokHex[:63]},
+		nil,
+	} {
+		before, _ := c.snapshot()
+		w := serve("203.0.113.9", kv...)
+		if w.Code != http.StatusTooManyRequests {
+			t.Fatalf("after 3 failures: got status %d, want 429", w.Code)
+		}
+		if got := decodeDetail(t, w.Body.Bytes()); got != detailRateLimited {
+			t.Errorf("got detail %q, want %q", got, detailRateLimited)
+		}
+		if got := w.Header().Get("Retry-After"); got != "20" {
+			t.Errorf("got Retry-After %q, want 20", got)
+		}
+		want := 1 // the one configured token
+		if kv == nil {
+			want = 0
+		}
+		if after, _ := c.snapshot(); after-before != want {
+			t.Errorf("429 ran %d comparisons, want %d", after-before, want)
+		}
 	}
 
-	// Another client is unaffected; the limited one recovers with time.
-	if w := serve("203.0.113.10", HeaderName, tokHex); w.Code != 200 {
-		t.Errorf("other client: got status %d, want 200", w.Code)
+	// The right token still passes: behind an ingress every client shares
+	// the address, and a stranger's guesses must not lock the platform out.
+	if w := serve("203.0.113.9", HeaderName, tokHex); w.Code != 200 {
+		t.Fatalf("valid token from a limited address: got status %d, want 200",
+			w.Code)
+	}
+
+	// Another client is unaffected; the limited one recovers with time: a
+	// wrong token is verified (401) again, not refused.
+	if w := serve("203.0.113.10", HeaderName, "guess"); w.Code != 401 {
+		t.Errorf("other client: got status %d, want 401", w.Code)
 	}
 	clock.Advance(20 * time.Second)
-	if w := serve("203.0.113.9", HeaderName, tokHex); w.Code != 200 {
-		t.Errorf("after 20s: got status %d, want 200", w.Code)
+	if w := serve("203.0.113.9", HeaderName, "guess"); w.Code != 401 {
+		t.Errorf("after 20s: got status %d, want 401", w.Code)
+	}
+}
+
+// TestLimitedClientGetsNoBcrypt: a limited client's token is checked
+// against the bcrypt cache but never with bcrypt itself. An uncached valid
+// bcrypt token is therefore refused (the documented trade-off) until a
+// request from an unlimited client has verified it.
+func TestLimitedClientGetsNoBcrypt(t *testing.T) {
+	t.Parallel()
+	lim := NewLimiter(1, 0, newFakeClock().Now)
+	v := mustNew(t, []Token{
+		{Kind: KindBcrypt, Value: bcryptHash(t, tokHex)},
+		{Kind: KindPlain, Value: tokNew},
+	}, Options{Limiter: lim})
+	c := instrument(v)
+	const shared = "10.1.2.3" // every client behind one ingress
+
+	if err := v.Check(newRequest(shared, HeaderName, "guess")); !errors.Is(
+		err, ErrInvalidToken) {
+		t.Fatalf("first guess: got error %v, want ErrInvalidToken", err)
+	}
+	steps := []struct {
+		name       string
+		addr       string
+		token      string
+		wantErr    error
+		wantBcrypt int // cumulative, the guess's 1 included
+	}{
+		{"limited wrong token", shared, "guess2", ErrRateLimited, 1},
+		{"limited uncached bcrypt token", shared, tokHex, ErrRateLimited, 1},
+		{"limited plain token", shared, tokNew, nil, 1},
+		{"unlimited client fills the cache", "192.0.2.7", tokHex, nil, 2},
+		{"limited cached bcrypt token", shared, tokHex, nil, 2},
+	}
+	for _, s := range steps {
+		err := v.Check(newRequest(s.addr, HeaderName, s.token))
+		if !errors.Is(err, s.wantErr) || (err == nil) != (s.wantErr == nil) {
+			t.Errorf("%s: got error %v, want %v", s.name, err, s.wantErr)
+		}
+		if _, got := c.snapshot(); got != s.wantBcrypt {
+			t.Errorf("%s: got %d bcrypt calls in all, want %d", s.name, got,
+				s.wantBcrypt)
+		}
 	}
 }
 
@@ -248,10 +310,13 @@ func TestLimiterSurvivesVerifierSwap(t *testing.T) {
 
 	reloaded := mustNew(t, []Token{{Kind: KindPlain, Value: tokNew}},
 		Options{Limiter: lim})
-	err := reloaded.Check(newRequest("203.0.113.9", HeaderName, tokNew))
+	err := reloaded.Check(newRequest("203.0.113.9", HeaderName, tokHex))
 	var rl *RateLimitError
 	if !errors.As(err, &rl) || !errors.Is(err, ErrRateLimited) || rl.RetryAfter <= 0 {
 		t.Errorf("after reload: got error %v, want a *RateLimitError", err)
+	}
+	if err := reloaded.Check(newRequest("203.0.113.9", HeaderName, tokNew)); err != nil {
+		t.Errorf("after reload, the new token: got error %v, want none", err)
 	}
 }
 
@@ -339,7 +404,7 @@ func TestExpectContinueRefusedUnread(t *testing.T) {
 	}{
 		{"no token", "", "HTTP/1.1 401 Unauthorized"},
 		{"wrong token", "x-zimmer-service-token: nope\r\n", "HTTP/1.1 401 Unauthorized"},
-		{"rate limited", "X-Zimmer-Service-Token: " + tokHex + "\r\n",
+		{"rate limited", "X-Zimmer-Service-Token: " + tokNew + "\r\n",
 			"HTTP/1.1 429 Too Many Requests"},
 	}
 	for _, tt := range tests {
@@ -360,5 +425,44 @@ func TestExpectContinueRefusedUnread(t *testing.T) {
 	got := rawExchange(t, srv2, head("x-zimmer-service-token: "+tokHex+"\r\n"))
 	if got != "HTTP/1.1 100 Continue" {
 		t.Errorf("valid token: got first line %q, want 100 Continue", got)
+	}
+}
+
+func TestStripServiceBearer(t *testing.T) {
+	t.Parallel()
+	v := mustNew(t, []Token{{Kind: KindPlain, Value: tokHex}}, Options{})
+	tests := []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"service token", []string{"Bearer " + tokHex}, nil},
+		{"any case and blanks", []string{" bEaReR \t" + tokHex + " "}, nil},
+		{"app's own bearer", []string{"Bearer " + tokNew}, []string{"Bearer " + tokNew}},
+		{"other scheme", []string{"Basic " + tokHex}, []string{"Basic " + tokHex}},
+		{"mixed", []string{"Basic abc", "Bearer " + tokHex, "Bearer x"},
+			[]string{"Basic abc", "Bearer x"}},
+		{"none", nil, nil},
+	}
+	for _, tt := range tests {
+		r := newRequest("192.0.2.1")
+		r.Header["authorization"] = tt.in // a non-canonical spelling too
+		r.Header.Set("X-Other", "kept")
+		v.StripServiceBearer(r)
+		if got := r.Header["authorization"]; !equalStrings(got, tt.want) {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+		if _, ok := r.Header["authorization"]; ok && len(tt.want) == 0 {
+			t.Errorf("%s: empty Authorization left behind", tt.name)
+		}
+		if r.Header.Get("X-Other") != "kept" {
+			t.Errorf("%s: another header was removed", tt.name)
+		}
+	}
+	var none *Verifier
+	r := newRequest("192.0.2.1", "Authorization", "Bearer "+tokHex)
+	none.StripServiceBearer(r)
+	if len(r.Header.Values("Authorization")) != 1 {
+		t.Errorf("nil verifier removed a header")
 	}
 }

@@ -16,8 +16,9 @@ const (
 	// OutcomeInvalid: a token was presented and none matched, or several
 	// candidate tokens were presented at once. Counted by the Limiter.
 	OutcomeInvalid
-	// OutcomeRateLimited: the client had spent its failed attempts; the
-	// token was not looked at.
+	// OutcomeRateLimited: the client had spent its failed attempts and
+	// its token, if any, passed none of the cheap checks (digests and the
+	// bcrypt cache); bcrypt was not tried. Not counted again.
 	OutcomeRateLimited
 	// OutcomeAborted: the request's context ended while it waited for a
 	// bcrypt slot.

@@ -28,7 +28,8 @@ var (
 )
 
 // RateLimitError refuses a request from a client that has spent its failed
-// attempts; the token was not looked at.
+// attempts and whose token passed none of the cheap checks (digests and
+// the bcrypt cache); no bcrypt work was done for it.
 type RateLimitError struct {
 	// RetryAfter is how long until the client may try again.
 	RetryAfter time.Duration
@@ -65,9 +66,10 @@ type Options struct {
 	// ends). Zero means half the CPUs, at least one.
 	BcryptConcurrency int
 
-	// Limiter, when not nil, refuses clients with too many failed
-	// attempts and is told of every failure. Nil limits nothing. Share
-	// one Limiter between the Verifiers of successive reloads.
+	// Limiter, when not nil, is told of every failure; a client with too
+	// many failed attempts gets only the cheap checks (digests and the
+	// bcrypt cache) and is refused when they fail. Nil limits nothing.
+	// Share one Limiter between the Verifiers of successive reloads.
 	Limiter *Limiter
 
 	// OnResult, when not nil, is called once per decision, synchronously
@@ -175,8 +177,9 @@ func (v *Verifier) initBcrypt(opts Options) error {
 }
 
 // Check decides r without answering it: nil when r carries a valid token,
-// else ErrMissingToken, ErrInvalidToken, a *RateLimitError, or the
-// request context's error when it ended while waiting for bcrypt. It
+// else ErrMissingToken, ErrInvalidToken, a *RateLimitError (a limited
+// client whose token the cheap checks did not accept, see checkLimited),
+// or the request context's error when it ended while waiting for bcrypt. It
 // consults and feeds the Limiter and calls OnResult like Require does, but
 // it neither reads the body nor changes r; the caller must remove the token
 // headers before forwarding r (Require does).
@@ -189,16 +192,14 @@ func (v *Verifier) Check(r *http.Request) error {
 // check is Check without the hook.
 func (v *Verifier) check(r *http.Request) (Result, error) {
 	res := Result{ClientAddr: httpx.ClientAddr(r), Token: -1}
-
-	// A client that has spent its failures is refused unverified.
-	if wait, ok := v.limiter.Allow(res.ClientAddr); !ok {
-		res.Outcome, res.RetryAfter = OutcomeRateLimited, wait
-		return res, &RateLimitError{RetryAfter: wait}
-	}
+	wait, allowed := v.limiter.Allow(res.ClientAddr)
 
 	// Find the token. Several candidates are a failure, none is not.
 	tok, bearer, err := tokenFrom(r.Header, v.acceptBearer)
 	res.Bearer = bearer
+	if !allowed {
+		return v.checkLimited(res, tok, err, wait)
+	}
 	if errors.Is(err, ErrMissingToken) {
 		res.Outcome = OutcomeMissing
 		return res, err
@@ -220,6 +221,48 @@ func (v *Verifier) check(r *http.Request) (Result, error) {
 	return res, err
 }
 
+// checkLimited decides for a client that has spent its failed attempts.
+// Only the cheap checks run (every digest in constant time, then the
+// bcrypt cache): a token they accept passes, anything else is refused
+// with a *RateLimitError and not counted again. No bcrypt work is done
+// for a limited client, which is what the limit protects.
+//
+// The trade-off: behind an ingress or a mesh every client shares one peer
+// address, so a stranger's wrong guesses limit the platform too. Letting
+// valid cheap tokens through keeps the platform served; a bcrypt token
+// that is not cached yet (the first call after a start or a reload) is
+// refused until the limit clears, so deployments behind a shared address
+// should configure plaintext or sha256 tokens.
+func (v *Verifier) checkLimited(
+	res Result,
+	tok string,
+	tokErr error,
+	wait time.Duration,
+) (Result, error) {
+	if tokErr == nil {
+		if idx, cached, ok := v.verifyCheap(tok); ok {
+			res.Outcome, res.Token, res.Cached = OutcomeOK, idx, cached
+			return res, nil
+		}
+	}
+	res.Outcome, res.RetryAfter = OutcomeRateLimited, wait
+	return res, &RateLimitError{RetryAfter: wait}
+}
+
+// IsServiceToken reports whether value is one of the configured service
+// tokens, by the cheap checks only: the constant-time comparison with
+// every plaintext and digest token, then the bcrypt cache. A bcrypt token
+// is therefore recognised only once a request has verified it (and never
+// with the cache disabled). It neither consults nor feeds the Limiter and
+// calls no hook. A nil Verifier and an empty value report false.
+func (v *Verifier) IsServiceToken(value string) bool {
+	if v == nil || value == "" {
+		return false
+	}
+	_, _, ok := v.verifyCheap(value)
+	return ok
+}
+
 // report hands res to the hook.
 func (v *Verifier) report(res Result) {
 	if v.onResult != nil {
@@ -228,12 +271,25 @@ func (v *Verifier) report(res Result) {
 }
 
 // verify checks tok against every configured token and returns the index
-// of the match. The SHA-256 of tok is compared with the digest of every
-// plaintext and digest token, all of them, whatever matched: the time
-// taken depends on neither the position of the match nor the length of
-// the common prefix. Only then, and only when nothing matched, is bcrypt
-// tried.
+// of the match: first the cheap checks (verifyCheap), then, only when they
+// failed, bcrypt.
 func (v *Verifier) verify(ctx context.Context, tok string) (int, bool, error) {
+	if idx, cached, ok := v.verifyCheap(tok); ok {
+		return idx, cached, nil
+	}
+	if !v.bcryptable(tok) {
+		return -1, false, ErrInvalidToken
+	}
+	return v.verifyBcrypt(ctx, tok)
+}
+
+// verifyCheap runs the checks that cost no bcrypt work. The SHA-256 of
+// tok is compared with the digest of every plaintext and digest token, all
+// of them, whatever matched: the time taken depends on neither the
+// position of the match nor the length of the common prefix. When nothing
+// matched, the bcrypt cache of verified tokens is consulted. It reports
+// the index of the match and whether it came from the cache.
+func (v *Verifier) verifyCheap(tok string) (idx int, cached, ok bool) {
 	sum := sha256.Sum256([]byte(tok))
 	match, idx := 0, -1
 	for _, d := range v.digests {
@@ -242,27 +298,29 @@ func (v *Verifier) verify(ctx context.Context, tok string) (int, bool, error) {
 		match |= eq
 	}
 	if match == 1 {
-		return idx, false, nil
+		return idx, false, true
 	}
-	if len(v.hashes) == 0 {
-		return -1, false, ErrInvalidToken
+	if !v.bcryptable(tok) {
+		return -1, false, false
 	}
-	return v.verifyBcrypt(ctx, tok)
+	if idx, ok := v.cached(v.cacheKey(tok)); ok {
+		return idx, true, true
+	}
+	return -1, false, false
 }
 
-// verifyBcrypt checks tok against every bcrypt hash, without stopping at
-// a match, unless a previous success is cached. It reports whether the
-// answer came from the cache.
-func (v *Verifier) verifyBcrypt(ctx context.Context, tok string) (int, bool, error) {
-	// bcrypt would silently truncate these into a match.
-	if len(tok) > maxBcryptInput || strings.IndexByte(tok, 0) >= 0 {
-		return -1, false, ErrInvalidToken
-	}
-	key := v.cacheKey(tok)
-	if idx, ok := v.cached(key); ok {
-		return idx, true, nil
-	}
+// bcryptable reports whether tok may be checked against the bcrypt
+// hashes: there are some, and bcrypt would not silently truncate tok into
+// a match (over maxBcryptInput bytes, or a NUL byte).
+func (v *Verifier) bcryptable(tok string) bool {
+	return len(v.hashes) > 0 && len(tok) <= maxBcryptInput &&
+		strings.IndexByte(tok, 0) < 0
+}
 
+// verifyBcrypt checks tok, which verifyCheap did not accept, against
+// every bcrypt hash without stopping at a match. It reports whether the
+// answer came from the cache (filled meanwhile by a concurrent request).
+func (v *Verifier) verifyBcrypt(ctx context.Context, tok string) (int, bool, error) {
 	// Wait for a slot, then look again: a concurrent request with the
 	// same token may have filled the cache meanwhile.
 	select {
@@ -271,6 +329,7 @@ func (v *Verifier) verifyBcrypt(ctx context.Context, tok string) (int, bool, err
 		return -1, false, fmt.Errorf("wait for bcrypt: %w", ctx.Err())
 	}
 	defer func() { <-v.slots }()
+	key := v.cacheKey(tok)
 	if idx, ok := v.cached(key); ok {
 		return idx, true, nil
 	}

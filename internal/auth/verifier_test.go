@@ -313,3 +313,53 @@ func TestResultNeverHoldsToken(t *testing.T) {
 			results[3].Outcome)
 	}
 }
+
+func TestIsServiceToken(t *testing.T) {
+	t.Parallel()
+	lim := NewLimiter(1, 0, nil)
+	var results int
+	v := mustNew(t, []Token{
+		{Kind: KindPlain, Value: tokHex},
+		{Kind: KindSHA256, Value: hexDigest(tokB64)},
+		{Kind: KindBcrypt, Value: bcryptHash(t, tokNew)},
+	}, Options{Limiter: lim, OnResult: func(Result) { results++ }})
+	c := instrument(v)
+
+	tests := []struct {
+		name  string
+		value string
+		want  bool
+	}{
+		{"plain", tokHex, true},
+		{"digest", tokB64, true},
+		{"bcrypt not yet verified", tokNew, false},
+		{"digest itself", hexDigest(tokB64), false},
+		{"prefix", tokHex[:63], false},
+		{"padded", " " + tokHex, false},
+		{"empty", "", false},
+	}
+	for _, tt := range tests {
+		if got := v.IsServiceToken(tt.value); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if _, n := c.snapshot(); n != 0 {
+		t.Errorf("IsServiceToken ran bcrypt %d times, want 0", n)
+	}
+	if results != 0 || lim.Len() != 0 {
+		t.Errorf("IsServiceToken reported %d results and fed the limiter %d "+
+			"clients, want none", results, lim.Len())
+	}
+
+	// Once a request verified the bcrypt token, the cache recognises it.
+	if err := v.Check(newRequest("192.0.2.1", HeaderName, tokNew)); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if !v.IsServiceToken(tokNew) {
+		t.Errorf("verified bcrypt token: got false, want true")
+	}
+	var none *Verifier
+	if none.IsServiceToken(tokHex) {
+		t.Errorf("nil verifier: got true, want false")
+	}
+}
