@@ -55,6 +55,10 @@ type Listen struct {
 	MaxBody Size `toml:"max_body"`
 	// ShutdownGrace is how long in-flight requests may drain on shutdown.
 	ShutdownGrace time.Duration `toml:"shutdown_grace"`
+	// ShutdownDelay is how long the sidecar keeps accepting requests after
+	// readiness dropped, so load balancers stop sending before the
+	// listener closes. Zero closes at once (a preStop sleep does the same).
+	ShutdownDelay time.Duration `toml:"shutdown_delay"`
 }
 
 // Log configures logging.

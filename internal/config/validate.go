@@ -81,6 +81,9 @@ func (v *validator) listen(l *Listen) {
 	v.positive("listen.read_header_timeout", l.ReadHeaderTimeout)
 	v.positive("listen.idle_timeout", l.IdleTimeout)
 	v.positive("listen.shutdown_grace", l.ShutdownGrace)
+	if l.ShutdownDelay < 0 {
+		v.addf("listen.shutdown_delay", "must not be negative (got %s)", l.ShutdownDelay)
+	}
 	v.atLeast("listen.max_header_bytes", int64(l.MaxHeaderBytes), 1)
 	v.atLeast("listen.max_body", int64(l.MaxBody), 1)
 }

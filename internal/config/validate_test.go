@@ -35,6 +35,8 @@ func TestValidationRules(t *testing.T) {
 			"listen.read_header_timeout", 4, "must be a positive duration"},
 		{"negative grace", "[listen]\nshutdown_grace = \"-1s\"\n",
 			"listen.shutdown_grace", 4, "must be a positive duration"},
+		{"negative delay", "[listen]\nshutdown_delay = \"-1s\"\n",
+			"listen.shutdown_delay", 4, "must not be negative"},
 		{"duration without unit", "[listen]\nidle_timeout = 10\n",
 			"listen.idle_timeout", 4, `must be a duration string like "10s"`},
 		{"duration garbage", "[listen]\nidle_timeout = \"soon\"\n",

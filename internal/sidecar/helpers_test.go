@@ -69,12 +69,14 @@ meter = { units = 1, usage_type = "chat", user = "header:X-Tenant" }
 
 // params are the parts of the test configuration a test may change.
 type params struct {
-	public string // default "127.0.0.1:0"
-	admin  string // default "127.0.0.1:0"
-	grace  string // default "5s"
-	token  string // default testToken
-	appURL string // default: the fake app
-	ledger string // default: ledger.db in a temporary directory
+	public string   // default "127.0.0.1:0"
+	admin  string   // default "127.0.0.1:0"
+	grace  string   // default "5s"
+	token  string   // default testToken
+	appURL string   // default: the fake app
+	ledger string   // default: ledger.db in a temporary directory
+	extra  string   // TOML appended to the configuration
+	env    []string // more environment for the configuration
 }
 
 // parseConfig builds a validated configuration from p.
@@ -95,8 +97,9 @@ func parseConfig(t *testing.T, p params) *config.Config {
 	if p.ledger == "" {
 		p.ledger = filepath.Join(t.TempDir(), "ledger.db")
 	}
-	doc := fmt.Sprintf(configTOML, p.public, p.admin, p.grace, p.appURL, p.ledger)
-	cfg, err := config.Parse([]byte(doc), []string{"ZS_TOKEN=" + p.token})
+	doc := fmt.Sprintf(configTOML, p.public, p.admin, p.grace, p.appURL, p.ledger) +
+		"\n" + p.extra
+	cfg, err := config.Parse([]byte(doc), append([]string{"ZS_TOKEN=" + p.token}, p.env...))
 	if err != nil {
 		t.Fatalf("parse config: %v", err)
 	}

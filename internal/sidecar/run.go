@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // Run serves until ctx is cancelled, then shuts down in order: readiness
@@ -37,32 +38,60 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
-	// 3. Serve both listeners.
+	// 3. Certificates, when TLS is on: loaded (files) or managed (acme).
+	certs, err := s.newTLS()
+	if err != nil {
+		return err
+	}
+
+	// 4. Serve every listener.
 	public := s.server(s.Handler())
 	servers := []*http.Server{public}
-	errc := make(chan error, 2)
-	go func() { errc <- serve(public, s.publicLn, "public") }()
+	errc := make(chan error, 3)
+	if certs != nil {
+		public.TLSConfig = certs.TLSConfig()
+		go func() { errc <- serveTLS(public, s.publicLn) }()
+	} else {
+		go func() { errc <- serve(public, s.publicLn, "public") }()
+	}
+	if s.httpLn != nil {
+		plain := s.server(certs.HTTPHandler())
+		servers = append(servers, plain)
+		go func() { errc <- serve(plain, s.httpLn, "tls http") }()
+	}
 	if s.adminLn != nil {
 		adm := s.server(s.AdminHandler())
 		servers = append(servers, adm)
 		go func() { errc <- serve(adm, s.adminLn, "admin") }()
 	}
+	if certs != nil {
+		// ACME challenges may arrive at once: start after serving.
+		if err := certs.Start(ctx); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		defer certs.Close()
+	}
 	s.logStart(first.Status)
 	s.ready.SetReady(true)
 
-	// 4. Wait for the signal (or a listener failure).
+	// 5. Wait for the signal (or a listener failure).
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
 
-	// 5. Drain: readiness false first, then the public listener stops
-	// accepting and in-flight requests and streams get the grace period;
-	// the admin listener keeps answering /readyz until the public one is
-	// drained.
+	// 6. Drain: readiness false first; after shutdown_delay (load balancers
+	// catch up) the listeners stop accepting and in-flight requests and
+	// streams get the grace period. The admin listener, last in servers,
+	// keeps answering /readyz until the public one is drained.
 	s.ready.SetShuttingDown()
-	s.log.Info("shutting down", slog.String("grace", s.cfg.Listen.ShutdownGrace.String()))
+	s.log.Info("shutting down",
+		slog.String("delay", s.cfg.Listen.ShutdownDelay.String()),
+		slog.String("grace", s.cfg.Listen.ShutdownGrace.String()))
+	if d := s.cfg.Listen.ShutdownDelay; d > 0 && runErr == nil {
+		time.Sleep(d)
+	}
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 		s.cfg.Listen.ShutdownGrace)
 	defer cancel()
@@ -75,10 +104,41 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 		}
 	}
+
+	// 7. Handlers cut off by a forced close may still be settling with the
+	// ledger (refunds); give them a bounded moment before it closes.
+	if !waitTimeout(&s.inflight, 5*time.Second) {
+		s.log.Error("handlers still running after the drain; closing the ledger")
+	}
 	if runErr == nil {
 		s.log.Info("drained")
 	}
 	return runErr
+}
+
+// waitTimeout waits for wg up to d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func serveTLS(srv *http.Server, ln net.Listener) error {
+	err := srv.ServeTLS(ln, "", "")
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	return nil
 }
 
 func serve(srv *http.Server, ln net.Listener, name string) error {
@@ -103,6 +163,8 @@ func (s *Sidecar) logStart(verdict string) {
 		slog.Any("routes", routes),
 		slog.Bool("passthrough", s.cfg.App.Passthrough),
 		slog.String("ledger", ledgerName(s.cfg.Ledger)),
+		slog.String("tls", s.cfg.TLS.Mode),
+		slog.String("tls_http", addrOf(s.httpLn)),
 		slog.Int("service_tokens", len(s.cfg.Auth.Tokens)),
 		slog.String("health", verdict))
 }
@@ -114,13 +176,9 @@ func (s *Sidecar) Close() error {
 		if snap := s.current.Load(); snap != nil {
 			_ = snap.proxy.Close()
 		}
-		// Listeners Run served are closed already; these closes matter
-		// when Listen was called without Run.
-		for _, ln := range []net.Listener{s.publicLn, s.adminLn} {
-			if ln != nil {
-				_ = ln.Close()
-			}
-		}
+		// Listeners Run served are closed already; this matters when
+		// Listen was called without Run.
+		s.closeListeners()
 		if err := s.ledger.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close ledger: %w", err)
 		}

@@ -61,6 +61,11 @@ type Sidecar struct {
 
 	publicLn net.Listener
 	adminLn  net.Listener
+	httpLn   net.Listener // tls.http: ACME challenges and redirects
+
+	// inflight counts public requests being served, so the ledger is
+	// closed only after the last handler that might write to it returned.
+	inflight sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -194,6 +199,8 @@ func bcryptCache(n int) int {
 // ServeHTTP routes a public request: Zimmer endpoints on their exact
 // cleaned paths, everything else to the app through the proxy.
 func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
 	snap := s.current.Load()
 	if h, ok := snap.api.Lookup(zimmer.CleanPath(r.URL.Path)); ok {
 		h.ServeHTTP(w, r)
@@ -273,7 +280,25 @@ func (s *Sidecar) Listen() error {
 		}
 		s.adminLn = adm
 	}
+	if s.cfg.TLS.Mode != config.TLSOff && s.cfg.TLS.HTTP != "" {
+		h, err := listen(s.cfg.TLS.HTTP, s.cfg.Listen.MaxConnections)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("tls http listener: %w", err)
+		}
+		s.httpLn = h
+	}
 	return nil
+}
+
+// closeListeners closes every listener Listen opened. Closing one a
+// server already closed is harmless.
+func (s *Sidecar) closeListeners() {
+	for _, ln := range []net.Listener{s.publicLn, s.adminLn, s.httpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
 }
 
 func listen(addr string, maxConns int) (net.Listener, error) {
