@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
@@ -64,6 +66,13 @@ func showHandler(l metering.Ledger) http.HandlerFunc {
 
 func creditHandler(l metering.Ledger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		// A JSON content type cannot be sent cross-site without a CORS
+		// preflight, so a web page cannot credit through a browser.
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			httpx.Error(w, http.StatusUnsupportedMediaType,
+				"Content-Type must be application/json")
+			return
+		}
 		var body CreditBody
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCreditBody))
 		dec.DisallowUnknownFields()
@@ -200,6 +209,9 @@ func (c *Client) send(method, path string, body any, key string) (*http.Response
 	if err != nil {
 		return nil, err
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
@@ -208,7 +220,7 @@ func (c *Client) send(method, path string, body any, key string) (*http.Response
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{}
+		hc = &http.Client{Timeout: 30 * time.Second}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

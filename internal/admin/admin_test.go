@@ -58,6 +58,9 @@ func serve(
 	hdr http.Header,
 ) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
@@ -599,5 +602,26 @@ func TestClientSendsToken(t *testing.T) {
 	}
 	if err := authed.Journal(0, io.Discard); err != nil {
 		t.Errorf("journal with token: %v", err)
+	}
+}
+
+// TestCreditNeedsJSON: a browser can send text/plain cross-site without a
+// preflight, so credit refuses anything but application/json.
+func TestCreditNeedsJSON(t *testing.T) {
+	t.Parallel()
+	st := openLedger(t)
+	h := newHandler(st)
+	body := `{"user_automation_id": 7, "units": 5}`
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
+		rec := serve(h, "POST", "/admin/ledger/credit", body,
+			http.Header{"Content-Type": {ct}})
+		if rec.Code != http.StatusUnsupportedMediaType {
+			t.Errorf("Content-Type %q: got %d, want 415", ct, rec.Code)
+		}
+	}
+	rec := serve(h, "POST", "/admin/ledger/credit", body,
+		http.Header{"Content-Type": {"application/json; charset=utf-8"}})
+	if rec.Code != http.StatusOK {
+		t.Errorf("application/json with charset: got %d, want 200", rec.Code)
 	}
 }

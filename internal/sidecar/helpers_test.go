@@ -324,6 +324,9 @@ func (h *harness) try(method, url, body string, hdr http.Header) (answer, error)
 	if err != nil {
 		return answer{}, err
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}

@@ -44,7 +44,7 @@ func TestReadinessAndDrain(t *testing.T) {
 
 	// Before Run: not ready.
 	rec := httptest.NewRecorder()
-	h.sc.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	h.sc.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/readyz", nil))
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "starting") {
 		t.Errorf("readyz before Run: got %d %s, want 503 starting", rec.Code, rec.Body)
 	}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/auth"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/proxy"
@@ -227,7 +229,29 @@ func (s *Sidecar) AdminHandler() http.Handler {
 		wrap = s.authWrap
 	}
 	admin.Register(mux, s.ledger, wrap)
-	return logging.Access(s.log, s.cfg.Log.Access, nil, mux)
+	var h http.Handler = mux
+	if isLoopback(s.cfg.Listen.Admin) {
+		h = literalHostOnly(mux)
+	}
+	return logging.Access(s.log, s.cfg.Log.Access, nil, h)
+}
+
+// literalHostOnly refuses requests whose Host is a name other than
+// localhost. A loopback admin listener is only reached by name through DNS
+// rebinding, which would let a web page read the journal.
+func literalHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") {
+			httpx.Error(w, http.StatusMisdirectedRequest,
+				"the admin listener answers only to an IP address or localhost")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Sidecar) proxyError(r *http.Request, err error) {

@@ -151,3 +151,33 @@ func TestShutdownDelay(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestAdminRefusesNamedHosts: DNS rebinding reaches a loopback listener
+// under a foreign name; only IP literals and localhost are answered.
+func TestAdminRefusesNamedHosts(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, params{})
+	for host, want := range map[string]int{
+		"":                      http.StatusOK,
+		"localhost":             http.StatusOK,
+		"evil.example":          http.StatusMisdirectedRequest,
+		"evil.example:9090":     http.StatusMisdirectedRequest,
+		"127.0.0.1.nip.example": http.StatusMisdirectedRequest,
+	} {
+		req, err := http.NewRequest("GET", h.adminURL()+"/livez", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: got %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
