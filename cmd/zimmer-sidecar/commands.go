@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -150,6 +152,13 @@ func ledgerCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 				"[-reason TEXT] [-idempotency-key KEY]", err)
 		}
 		body := admin.CreditBody{UserAutomationID: n[0], Units: n[1], Reason: *reason}
+		if *key == "" {
+			// Every credit is keyed, so an operator who lost the answer can
+			// repeat the command without crediting twice.
+			*key = newKey()
+			fmt.Fprintf(stderr, "idempotency key %s: to retry this credit safely, "+
+				"repeat it with -idempotency-key %s\n", *key, *key)
+		}
 		call = func(c *admin.Client) error {
 			acct, err := c.Credit(body, *key)
 			if err != nil {
@@ -246,4 +255,11 @@ func dialable(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// newKey returns a random idempotency key for a credit.
+func newKey() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "cli-" + hex.EncodeToString(b[:])
 }
