@@ -33,5 +33,7 @@ sidecar on http://127.0.0.1:8080, admin on http://127.0.0.1:9090; try:
   curl -s -H "X-Zimmer-Service-Token: $ZIMMER_SERVICE_TOKEN" \\
        -d '{"user_automation_id": 1, "user_id": 1, "demo_tokens": null}' \\
        http://127.0.0.1:8080/provision
+  $bin ledger show 1 -admin http://127.0.0.1:9090
+  $bin ledger credit 1 100 -admin http://127.0.0.1:9090
 MSG
 "$bin" run -config examples/python-app/zimmer-sidecar.toml
