@@ -30,6 +30,11 @@ const (
 	msgMeterBroken    = "Metering misconfigured"
 )
 
+// msgKeyUsed answers a retry of a call whose charge stands: the sidecar
+// keeps no copy of the app's answer to replay.
+const msgKeyUsed = "Idempotency-Key was already used for a completed call; " +
+	"use a new key for a new call"
+
 // ErrRefundFailed wraps, in an OnError cause, a refund the ledger did not
 // make: the client stays charged for a call the app failed. The journal
 // shows the debit; an operator may make it good with a credit.
@@ -39,9 +44,6 @@ var ErrRefundFailed = errors.New("refund of a failed call")
 var errKeySpent = errors.New("idempotency key spent on failed calls")
 
 const (
-	// maxIdempotencyKey bounds a client's Idempotency-Key.
-	maxIdempotencyKey = 255
-
 	// maxCharges bounds the debits one client key makes: the first and
 	// those of retries after a refund.
 	maxCharges = 8
@@ -65,27 +67,31 @@ type insufficient struct {
 // charge when the app failed the call.
 //
 // Every charge has a ledger idempotency key (see ledgerKey), so it can be
-// refunded: when the app gives no answer (transport error, timeout, a
-// body over the limit: the ErrorHandler path) or answers 5xx, the debit
-// this request made is refunded before the client sees the answer (see
-// settle); any other answer keeps it. A failed refund goes to OnError
-// wrapped in ErrRefundFailed; the client's answer is decided by then.
+// refunded: when the app gives no answer (dial or TLS failure, timeout,
+// the app's connection dropping, a body over the limit: the ErrorHandler
+// path) or answers 5xx, the debit this request made is refunded before
+// the client sees the answer (see settle); any other answer keeps it, and
+// so does a client that went away before the app answered (the app may
+// have done the work). A failed refund goes to OnError wrapped in
+// ErrRefundFailed; the client's answer is decided by then.
 //
-// A replay (the client's key already paid for a call the app answered)
-// is forwarded without a debit, and nothing is refunded for it. A replay
-// whose debit was refunded is charged again under a retry key derived
-// from the client's, so a failed call never makes its retries free; a
-// key makes at most maxCharges debits. While a call with a client key is
-// in flight, another with the same key is refused, so no replay is served
-// on a debit that is about to be refunded.
+// A client key that already paid for a call whose charge stands is not
+// forwarded again: the sidecar keeps no copy of the app's answer, so it
+// cannot replay it, and forwarding would have the app redo the work for
+// free. Such a retry gets 409. A key whose debit was refunded is charged
+// again under a retry key derived from the client's, so a failed call
+// never makes its retries free; a key makes at most maxCharges debits.
+// While a call with a client key is in flight, another with the same key
+// is refused, so two calls never share one debit.
 //
-// Answers of its own: 400 for a missing, repeated or non-positive
-// user_automation_id or a bad Idempotency-Key; 402 when the balance
-// cannot cover the units; 404 for an account that was never provisioned
-// (as the platform's own consume answers); 409 for an idempotency key
-// reused with another request, in use by a call in flight, or spent on
-// maxCharges failed calls; 503 (500 for a units bound the ledger rejects)
-// when the ledger fails. Nothing is forwarded in those cases.
+// Answers of its own: 400 for a missing, repeated (in any spelling of a
+// header name) or non-positive user_automation_id or a bad
+// Idempotency-Key; 402 when the balance cannot cover the units; 404 for
+// an account that was never provisioned (as the platform's own consume
+// answers); 409 for an idempotency key reused with another request,
+// already used for a completed call, in use by a call in flight, or spent
+// on maxCharges failed calls; 503 (500 for a units bound the ledger
+// rejects) when the ledger fails. Nothing is forwarded in those cases.
 func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := stateOf(r)
@@ -134,20 +140,21 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 			})
 			return
 		}
-
-		// Forward; only this request's own debit is ever refunded.
-		st.charged, st.user, st.replay = true, user, res.Replayed
-		st.demo, st.paid = res.RemainingDemo, res.RemainingPaid
-		if !res.Replayed {
-			st.debit = key
+		if res.Replayed {
+			httpx.Error(w, http.StatusConflict, msgKeyUsed)
+			return
 		}
+
+		// Forward; this request's own debit is refunded if the app fails.
+		st.charged, st.user, st.debit = true, user, key
+		st.demo, st.paid = res.RemainingDemo, res.RemainingPaid
 		next.ServeHTTP(w, r)
 	})
 }
 
 // charge consumes under key. When the key's debit was refunded (the app
 // failed the call it paid for), the call is charged again under the next
-// retry key, whose own replays then answer; after maxCharges debits the
+// retry key, whose own replays are then refused; after maxCharges debits the
 // key is spent (errKeySpent). It returns the answer and the key it is
 // under.
 func (p *Proxy) charge(
@@ -169,12 +176,15 @@ func (p *Proxy) charge(
 
 // settle ends a call's metering once its outcome is known: status is the
 // app's answer, 0 for none. It refunds the request's own debit, if any,
-// unless the app answered below 500, and releases the client key. Only
-// the first call per request acts: the proxy settles when the app's
-// answer arrives (noteAnswer) or fails (handleError), before anything
-// reaches the client, and meterHandler settles whatever is left as
-// unanswered. The refund outlives the client (a client that left is no
-// reason to keep a charge) but not refundTimeout.
+// when the app answered 5xx, or gave no answer while the client was still
+// there; it releases the client key in every case. A client that went
+// away first (its request context canceled) keeps the charge: the app may
+// have done the work, and a refund would make every call free to a
+// client that hangs up before the answer. Only the first call per request
+// acts: the proxy settles when the app's answer arrives (noteAnswer) or
+// fails (handleError), before anything reaches the client, and
+// meterHandler settles whatever is left as unanswered. The refund
+// outlives the client but not refundTimeout.
 func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	if st == nil || st.settled {
 		return
@@ -184,6 +194,9 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 		defer p.inflight.release(st.held)
 	}
 	if st.debit == "" || (status > 0 && status < 500) {
+		return
+	}
+	if status == 0 && clientGone(r) {
 		return
 	}
 
@@ -201,6 +214,13 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	if err != nil && p.onError != nil {
 		p.onError(r, fmt.Errorf("meter: %w: %w", ErrRefundFailed, err))
 	}
+}
+
+// clientGone reports whether r's client went away: the server cancels the
+// request context when the connection closes. A deadline is not the
+// client leaving (the app was too slow for it).
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
 }
 
 // meterError answers a failed consume.
@@ -228,13 +248,15 @@ func (p *Proxy) meterError(w http.ResponseWriter, r *http.Request, err error) {
 
 // userOf reads the user_automation_id from the route's source. Exactly
 // one value must be present (two could let the app read another one than
-// was charged) and it must be a positive decimal integer.
+// was charged) and it must be a positive decimal integer. A header counts
+// in every spelling an app server reads as its name (X_Tenant for
+// X-Tenant, see sameHeaderName).
 func userOf(r *http.Request, st *reqState) (int64, bool) {
 	src := st.route.meter.User
 	var vals []string
 	switch src.From {
 	case FromHeader:
-		vals = r.Header.Values(src.Name)
+		vals = headerValues(r.Header, src.Name)
 	case FromQuery:
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
@@ -268,32 +290,21 @@ func positiveInt(s string) (int64, bool) {
 // client chose it. With the client's Idempotency-Key, the key is scoped by
 // route and user, so it cannot collide with another route's, another
 // user's or a /usage/consume key; without one, it is fresh and random, so
-// that every charge can be refunded. A present but empty, repeated,
-// overlong or non-printable client key is bad (ok false). The key always
-// leaves room for a retry suffix (see boundKey).
+// that every charge can be refunded. A present client key must be
+// non-empty, single and valid for metering.CheckIdempotencyKey (the
+// ledger's own rule), else it is bad (ok false). The key always leaves
+// room for a retry suffix (see boundKey).
 func ledgerKey(r *http.Request, pattern string, user int64) (key string, client, ok bool) {
 	scope := "route " + pattern + " user " + strconv.FormatInt(user, 10)
 	vals := r.Header.Values(IdempotencyKeyHeader)
 	switch {
 	case len(vals) == 0:
 		return boundKey(scope + " call " + rand.Text()), false, true
-	case len(vals) > 1 || !validClientKey(vals[0]):
+	case len(vals) > 1 || vals[0] == "" ||
+		metering.CheckIdempotencyKey(vals[0]) != nil:
 		return "", false, false
 	}
 	return boundKey(scope + " key " + vals[0]), true, true
-}
-
-// validClientKey accepts 1 to maxIdempotencyKey printable ASCII bytes.
-func validClientKey(k string) bool {
-	if k == "" || len(k) > maxIdempotencyKey {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < ' ' || k[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // boundKey returns k when the ledger accepts it with a retry suffix
@@ -310,10 +321,11 @@ func boundKey(k string) string {
 // inflight holds the ledger keys of client-keyed calls in flight. The
 // zero value is ready; it is safe for concurrent use.
 //
-// It is what makes a replay safe: a replay is forwarded without a debit
-// because an earlier call paid, and that payment must not be refunded
-// while the replay is served. The guard covers one process, which is
-// all of a bolt ledger (the file is locked by one process).
+// It keeps two calls from sharing one debit: while a call is in flight,
+// its debit may still be refunded, and a second call with the key would
+// either find the charge standing (409) or refunded (charged anew) only by
+// the race's luck. The guard covers one process, which is all of a bolt
+// ledger (the file is locked by one process).
 // TODO(zimmer-sidecar): a ledger shared by several sidecars (the planned
 // postgres backend) needs the guard in the ledger, e.g. a debit that is
 // held until its call settles.

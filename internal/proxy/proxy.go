@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
@@ -25,9 +26,12 @@ const (
 	// RequestIDHeader carries the request id to the app.
 	RequestIDHeader = "X-Request-Id"
 	// IdempotencyKeyHeader, on a metered route, makes a retried call
-	// charge once: once for a call the app answered, again for a retry of
-	// a call the app failed (its charge was refunded). It is forwarded to
-	// the app, which can use it to answer a replay without redoing work.
+	// charge once. A retry of a call whose charge stands (the app
+	// answered below 500, or the client left first) is refused with 409
+	// and not forwarded: the sidecar keeps no response cache, so it
+	// cannot replay the app's answer. A retry of a call the app failed
+	// (its charge was refunded) is charged and forwarded again. The
+	// header is forwarded to the app.
 	IdempotencyKeyHeader = "Idempotency-Key"
 
 	// UserHeader tells the app which user_automation_id a metered call
@@ -38,10 +42,6 @@ const (
 	UserHeader          = "X-Zimmer-User-Automation-Id"
 	RemainingDemoHeader = "X-Zimmer-Remaining-Demo-Tokens"
 	RemainingPaidHeader = "X-Zimmer-Remaining-Paid-Tokens"
-	// ReplayHeader is "true" when an Idempotency-Key matched an earlier
-	// charge for a call the app answered and nothing was debited this
-	// time; the balances are those of that charge.
-	ReplayHeader = "X-Zimmer-Charge-Replayed"
 )
 
 // Defaults applied by New for zero Options fields.
@@ -91,7 +91,8 @@ type Options struct {
 	RequestID func(ctx context.Context) string
 	// OnError learns the cause of every request the proxy answers with a
 	// 5xx (or 413) of its own; the client only sees a fixed message. A
-	// client that went away shows up as context.Canceled. It also learns
+	// client that went away shows up as context.Canceled (a metered call
+	// then stays charged). It also learns
 	// of every refund of a failed metered call that failed, wrapped in
 	// ErrRefundFailed, so one request may report twice. Called on the
 	// request's goroutine; nil ignores causes.
@@ -99,6 +100,15 @@ type Options struct {
 	// ErrorLog receives httputil.ReverseProxy's own messages (body copy
 	// errors after the status went out). Nil discards them.
 	ErrorLog *log.Logger
+
+	// StripAuthorization, when not nil, is called on every proxied
+	// request just before it goes to the app (r is the outbound copy; the
+	// caller's request is untouched), protected or not, to remove
+	// credentials the app must not see: the wiring passes
+	// auth.Verifier.StripServiceBearer, which drops a Bearer service
+	// token sent to an open route. Called on the request's goroutine. Nil
+	// removes nothing beyond the X-Zimmer- namespace.
+	StripAuthorization func(r *http.Request)
 }
 
 // Proxy is the http.Handler for every path the Zimmer endpoints do not
@@ -116,6 +126,8 @@ type Proxy struct {
 	requestID   func(context.Context) string
 	onError     func(*http.Request, error)
 	inflight    inflight // client idempotency keys of metered calls
+
+	stripAuthorization func(*http.Request)
 }
 
 // New checks opts and builds a Proxy. It opens no connection.
@@ -132,6 +144,8 @@ func New(opts Options) (*Proxy, error) {
 		answerLimit: orDefault(opts.AnswerLimit, DefaultAnswerLimit),
 		requestID:   opts.RequestID,
 		onError:     opts.OnError,
+
+		stripAuthorization: opts.StripAuthorization,
 	}
 	p.transport = newTransport(opts)
 	p.client = &http.Client{
@@ -268,7 +282,6 @@ type reqState struct {
 	user    int64
 	demo    int64
 	paid    int64
-	replay  bool
 	debit   string // ledger key of this request's own debit, "" if none
 	held    string // client key held in Proxy.inflight, "" if none
 	settled bool   // settle ran: refund decided, key released
@@ -280,15 +293,19 @@ func stateOf(r *http.Request) *reqState {
 	return st
 }
 
-// ServeHTTP routes r on its cleaned path and forwards it to the app.
-// CONNECT is refused with 405: the proxy tunnels to no one.
+// ServeHTTP routes r on its cleaned path and its method in upper case, and
+// forwards it to the app with that path and method. CONNECT is refused
+// with 405: the proxy tunnels to no one.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodConnect {
+	// Methods route in upper case: apps such as Django and Werkzeug take
+	// "post" for POST, so it must be protected and metered as POST.
+	method := strings.ToUpper(r.Method)
+	if method == http.MethodConnect {
 		httpx.Error(w, http.StatusMethodNotAllowed, "Method Not Allowed")
 		return
 	}
 	clean, trailing := cleanPath(r.URL.Path)
-	rt, params := p.routes.lookup(clean, r.Method)
+	rt, params := p.routes.lookup(clean, method)
 	if rt == nil && !p.passthrough {
 		httpx.Error(w, http.StatusNotFound, "Not Found")
 		return
@@ -332,50 +349,43 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		st = &reqState{forward: forwardPath(clean, trailing)}
 	}
 
-	// The path that was routed (and authorised) is the path the app sees.
+	// The path and method that were routed (and authorised) are what the
+	// app sees.
+	out.Method = strings.ToUpper(out.Method)
 	out.URL.Path = st.forward
 	out.URL.RawPath = ""
 	pr.SetURL(p.target)
 	out.Host = p.target.Host
 
-	// Forwarding headers from the connection only.
+	// Forwarding headers from the connection only; nothing that names
+	// another method, nothing in the sidecar's namespace.
 	pr.SetXForwarded()
 	h := out.Header
 	h.Del("X-Real-Ip")
+	dropMethodOverrides(h)
 	dropZimmerHeaders(h)
+	if p.stripAuthorization != nil {
+		p.stripAuthorization(out)
+	}
 
 	p.setRequestID(pr)
 	if st.charged {
-		h.Set(UserHeader, strconv.FormatInt(st.user, 10))
-		h.Set(RemainingDemoHeader, strconv.FormatInt(st.demo, 10))
-		h.Set(RemainingPaidHeader, strconv.FormatInt(st.paid, 10))
-		if st.replay {
-			h.Set(ReplayHeader, "true")
-		}
+		p.setChargeHeaders(h, st)
 	}
 }
 
-// dropZimmerHeaders removes every header in the X-Zimmer- namespace (the
-// service token among them), in any case and with "_" for "-", since some
-// app servers read X_Zimmer_... as the same header.
-func dropZimmerHeaders(h http.Header) {
-	const prefix = "x-zimmer-"
-	for k := range h {
-		if len(k) < len(prefix) {
-			continue
-		}
-		match := true
-		for i := 0; i < len(prefix) && match; i++ {
-			c := k[i] | 0x20
-			if k[i] == '_' {
-				c = '-'
-			}
-			match = c == prefix[i]
-		}
-		if match {
-			delete(h, k)
-		}
+// setChargeHeaders tells the app what a metered call charged. The route's
+// user header, in every spelling an app server could read as it, is
+// replaced by the one id that was charged.
+func (p *Proxy) setChargeHeaders(h http.Header, st *reqState) {
+	id := strconv.FormatInt(st.user, 10)
+	if src := st.route.meter.User; src.From == FromHeader {
+		dropHeader(h, src.Name)
+		h.Set(src.Name, id)
 	}
+	h.Set(UserHeader, id)
+	h.Set(RemainingDemoHeader, strconv.FormatInt(st.demo, 10))
+	h.Set(RemainingPaidHeader, strconv.FormatInt(st.paid, 10))
 }
 
 // setRequestID sets X-Request-Id from the context, or keeps the client's
@@ -416,8 +426,9 @@ func (p *Proxy) noteAnswer(resp *http.Response) error {
 
 // handleError is the one error answer: the cause goes to OnError, the
 // client gets a fixed JSON message. A metered call is settled as
-// unanswered first, unless the app's answer settled it already (a failed
-// upgrade after a 101).
+// unanswered first (refunded unless the client went away, see settle),
+// unless the app's answer settled it already (a failed upgrade after a
+// 101).
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	if p.onError != nil {
 		p.onError(r, err)

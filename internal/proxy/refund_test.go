@@ -123,6 +123,11 @@ func TestMeterRefundsWhenAppFails(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
+	hangup := newApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	}))
 	tests := []struct {
 		name       string
 		status     int32  // the app's answer; 0 with appURL set
@@ -131,6 +136,8 @@ func TestMeterRefundsWhenAppFails(t *testing.T) {
 		wantReason string // "" when the charge stands
 	}{
 		{name: "app down", appURL: closedURL(t), wantCode: 502,
+			wantReason: "app gave no answer"},
+		{name: "app hangs up", appURL: hangup.URL, wantCode: 502,
 			wantReason: "app gave no answer"},
 		{name: "app timeout", appURL: slow.URL, wantCode: 504,
 			wantReason: "app gave no answer"},
@@ -190,6 +197,63 @@ func TestMeterRefundsWhenAppFails(t *testing.T) {
 	}
 }
 
+// TestMeterClientGoneKeepsCharge is finding H1: a client that hangs up
+// while the app works stays charged (the app did the work; a refund would
+// make every call free), and its key counts as used.
+func TestMeterClientGoneKeepsCharge(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	app := newApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done() // works until the proxy gives up on it
+	}))
+	ledger := openBolt(t, map[int64]int64{42: 10})
+	sink := &errorSink{}
+	p, err := New(Options{AppURL: app.URL, Ledger: ledger, Routes: refundRoutes(),
+		OnError: sink.on})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	served := make(chan struct{}, 2) // one per request sent
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter,
+		r *http.Request) {
+		p.ServeHTTP(w, r)
+		served <- struct{}{}
+	}))
+	t.Cleanup(front.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req := newReq(t, "GET", front.URL+"/h/x", nil).WithContext(ctx)
+	req.Header.Set("X-Tenant", "42")
+	req.Header.Set(IdempotencyKeyHeader, "k1")
+	go func() {
+		if resp, err := http.DefaultTransport.RoundTrip(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	<-arrived
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second): // a hang guard, not a speed check
+		t.Fatal("the proxy did not finish the abandoned request")
+	}
+
+	if got := demoOf(t, ledger, 42); got != 8 {
+		t.Errorf("balance: got %d, want 8 (the charge stands)", got)
+	}
+	if refunds := journalOf(t, ledger, metering.EntryRefund); len(refunds) != 0 {
+		t.Errorf("refunds: got %+v, want none", refunds)
+	}
+	if errs := sink.get(); len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("OnError: got %v, want one context.Canceled", errs)
+	}
+	code, body := sendMetered(t, front.URL, "k1")
+	if code != http.StatusConflict || !strings.Contains(body, msgKeyUsed) {
+		t.Errorf("retry: got %d %s, want 409 %q", code, body, msgKeyUsed)
+	}
+}
+
 // TestMeterRefundsWhenTheAnswerBreaks: the app sends a status and then
 // drops the connection mid-body, so ReverseProxy aborts the handler with
 // a panic. A 5xx is still refunded; a 2xx stays charged.
@@ -230,8 +294,8 @@ func TestMeterRefundsWhenTheAnswerBreaks(t *testing.T) {
 
 // TestMeterRetryAfterRefund: a call the app failed is refunded; its retry
 // with the same client key is charged (once) and forwarded as a new
-// call; a later retry replays that charge, and a replay the app fails
-// refunds nothing, since it paid nothing.
+// call; a later retry, whose charge stands, is refused with 409 and never
+// reaches the app, whatever the app would answer.
 func TestMeterRetryAfterRefund(t *testing.T) {
 	t.Parallel()
 	app := &statusApp{}
@@ -240,29 +304,30 @@ func TestMeterRetryAfterRefund(t *testing.T) {
 	_, front := newFront(t, srv, Options{Ledger: ledger, Routes: refundRoutes()})
 
 	steps := []struct {
-		name       string
-		status     int32
-		wantDemo   int64
-		wantReplay string // the app's view of ReplayHeader
-		wantLeft   string // the app's view of RemainingDemoHeader
+		name     string
+		status   int32 // what the app would answer
+		wantCode int
+		wantDemo int64
+		wantApp  int    // requests the app saw so far
+		wantLeft string // the app's view of RemainingDemoHeader
 	}{
-		{"first call fails", 500, 10, "", "8"},
-		{"retry is charged", 200, 8, "", "8"},
-		{"retry again replays", 200, 8, "true", "8"},
-		{"failed replay refunds nothing", 500, 8, "true", "8"},
+		{"first call fails", 500, 500, 10, 1, "8"},
+		{"retry is charged", 200, 200, 8, 2, "8"},
+		{"retry again is refused", 200, 409, 8, 2, "8"},
+		{"and stays refused", 500, 409, 8, 2, "8"},
 	}
 	for _, s := range steps {
 		app.code.Store(s.status)
-		if code, body := sendMetered(t, front.URL, "k1"); code != int(s.status) {
-			t.Fatalf("%s: got %d %s, want %d", s.name, code, body, s.status)
+		if code, body := sendMetered(t, front.URL, "k1"); code != s.wantCode {
+			t.Fatalf("%s: got %d %s, want %d", s.name, code, body, s.wantCode)
 		}
 		if got := demoOf(t, ledger, 42); got != s.wantDemo {
 			t.Errorf("%s: balance got %d, want %d", s.name, got, s.wantDemo)
 		}
-		seen := app.rec.last(t)
-		if got := seen.Header.Get(ReplayHeader); got != s.wantReplay {
-			t.Errorf("%s: app saw %s %q, want %q", s.name, ReplayHeader, got, s.wantReplay)
+		if got := app.rec.count(); got != s.wantApp {
+			t.Errorf("%s: the app saw %d calls, want %d", s.name, got, s.wantApp)
 		}
+		seen := app.rec.last(t)
 		if got := seen.Header.Get(RemainingDemoHeader); got != s.wantLeft {
 			t.Errorf("%s: app saw %s %q, want %q", s.name, RemainingDemoHeader, got,
 				s.wantLeft)
@@ -282,10 +347,9 @@ func TestMeterRetryAfterRefund(t *testing.T) {
 	}
 }
 
-// TestMeterSameKeyInFlightRefused closes the way to a free call: while a
-// charged call is in flight, a replay of its key would be forwarded
-// without a debit and could succeed while the first call fails and is
-// refunded. So the replay is refused with 409 until the first settles.
+// TestMeterSameKeyInFlightRefused: while a charged call is in flight, its
+// debit may still be refunded, so a second call with its key is refused
+// with 409 (busy) until the first settles; after a refund it pays anew.
 func TestMeterSameKeyInFlightRefused(t *testing.T) {
 	t.Parallel()
 	arrived := make(chan struct{})
@@ -403,7 +467,8 @@ func TestMeterKeySpent(t *testing.T) {
 	}}
 	_, front := newFront(t, app, Options{Ledger: ledger, Routes: refundRoutes()})
 
-	code, body := sendMetered(t, front.URL, strings.Repeat("k", maxIdempotencyKey))
+	code, body := sendMetered(t, front.URL,
+		strings.Repeat("k", metering.MaxIdempotencyKeyLen))
 	if code != http.StatusConflict || !strings.Contains(body, msgKeySpent) {
 		t.Errorf("got %d %s, want 409 %q", code, body, msgKeySpent)
 	}
@@ -434,10 +499,15 @@ func TestMeterLedgerKeys(t *testing.T) {
 	ledger := openBolt(t, map[int64]int64{42: 100})
 	_, front := newFront(t, app, Options{Ledger: ledger, Routes: refundRoutes()})
 
-	long := strings.Repeat("x", maxIdempotencyKey)
-	for _, key := range []string{"", "", long, long} {
-		if code, body := sendMetered(t, front.URL, key); code != http.StatusOK {
-			t.Fatalf("key of %d bytes: got %d %s, want 200", len(key), code, body)
+	long := strings.Repeat("x", metering.MaxIdempotencyKeyLen)
+	calls := []struct {
+		key  string
+		want int
+	}{{"", 200}, {"", 200}, {long, 200}, {long, http.StatusConflict}}
+	for _, c := range calls {
+		if code, body := sendMetered(t, front.URL, c.key); code != c.want {
+			t.Fatalf("key of %d bytes: got %d %s, want %d", len(c.key), code, body,
+				c.want)
 		}
 	}
 	debits := journalOf(t, ledger, metering.EntryDebit)
@@ -477,8 +547,8 @@ func FuzzLedgerKey(f *testing.F) {
 		}
 		got, ok := mk(key)
 		if !ok {
-			if validClientKey(key) {
-				t.Fatalf("valid client key %q refused", key)
+			if key != "" && metering.CheckIdempotencyKey(key) == nil {
+				t.Fatalf("key %q the ledger accepts was refused", key)
 			}
 			return
 		}

@@ -193,8 +193,10 @@ func (rt *route) param(name string, values []string) string {
 type table []*route
 
 // lookup returns the first route matching the cleaned path and method,
-// with its parameter values, or nil.
+// with its parameter values, or nil. The method matches in any case:
+// route methods are upper case, and apps take "post" for POST.
 func (t table) lookup(p, method string) (*route, []string) {
+	method = strings.ToUpper(method)
 	for _, rt := range t {
 		if !rt.allows(method) {
 			continue

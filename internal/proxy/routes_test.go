@@ -42,6 +42,11 @@ func TestRouteMatching(t *testing.T) {
 		{"GET", "/u", "", nil},
 		{"GET", "/u/5/x/y", "/u/{user}/*", []string{"5"}},
 		{"GET", "/", "/", nil},
+		{"post", "/chat/7/stream", "/chat/{id}/stream", []string{"7"}},
+		{"pOsT", "/chat/7/stream", "/chat/{id}/stream", []string{"7"}},
+		{"head", "/get-only", "/get-only", nil},
+		{"get", "/get-only", "/get-only", nil},
+		{"post", "/get-only", "", nil},
 	}
 	for _, tt := range tests {
 		rt, params := tbl.lookup(tt.path, tt.method)
