@@ -157,6 +157,7 @@ func (s *Sidecar) install(cfg *config.Config) error {
 		ResponseHeaderTimeout: cfg.App.ResponseHeaderTimeout,
 		MaxIdleConns:          cfg.App.MaxIdleConns,
 		RequestID:             logging.RequestID,
+		StripAuthorization:    v.StripServiceBearer,
 		OnError:               s.proxyError,
 		ErrorLog:              slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	})
