@@ -53,6 +53,15 @@ type Listen struct {
 	// MaxBody bounds request bodies of Zimmer endpoints and of protected
 	// or metered routes.
 	MaxBody Size `toml:"max_body"`
+	// RequestsPerSecond is how many requests one client address may send
+	// a second on the public listener, on average; 0 disables the limit
+	// (the default). Behind a layer-7 proxy every request comes from the
+	// proxy's address, so enable it only where the listener sees the
+	// clients themselves.
+	RequestsPerSecond int `toml:"requests_per_second"`
+	// Burst is how many requests a rested client may send at once; 0
+	// means one second's worth (RequestsPerSecond).
+	Burst int `toml:"burst"`
 	// ShutdownGrace is how long in-flight requests may drain on shutdown.
 	ShutdownGrace time.Duration `toml:"shutdown_grace"`
 	// ShutdownDelay is how long the sidecar keeps accepting requests after

@@ -86,6 +86,8 @@ func (v *validator) listen(l *Listen) {
 	}
 	v.atLeast("listen.max_header_bytes", int64(l.MaxHeaderBytes), 1)
 	v.atLeast("listen.max_body", int64(l.MaxBody), 1)
+	v.atLeast("listen.requests_per_second", int64(l.RequestsPerSecond), 0)
+	v.atLeast("listen.burst", int64(l.Burst), 0)
 }
 
 // hostPort checks a listen address and reports whether it is valid.
