@@ -37,6 +37,7 @@ const usage = `usage: zimmer-sidecar <command> [flags]
 commands:
   run [-config FILE]          run the sidecar (the default command)
   check-config [FILE]         validate a configuration file and exit
+  check [flags] BASE_URL      run the platform's validation against an automation
   ledger show ID              print one account        (via the admin listener)
   ledger credit ID UNITS      add paid tokens          (via the admin listener)
   ledger export               print the journal as NDJSON
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSidecar(ctx, args, stderr)
 	case "check-config":
 		return checkConfig(args, stdout, stderr)
+	case "check":
+		return checkCommand(ctx, args, stdout, stderr)
 	case "ledger":
 		return ledgerCommand(ctx, args, stdout, stderr)
 	case "migrate":
