@@ -151,21 +151,22 @@ func serve(srv *http.Server, ln net.Listener, name string) error {
 
 // logStart says what the sidecar listens on and where it routes.
 func (s *Sidecar) logStart(verdict string) {
-	routes := make([]string, 0, len(s.cfg.Routes))
-	for _, r := range s.cfg.Routes {
+	live := s.applied()
+	routes := make([]string, 0, len(live.Routes))
+	for _, r := range live.Routes {
 		routes = append(routes, r.Path)
 	}
 	s.log.Info("listening",
 		slog.String("public", s.PublicAddr()),
 		slog.String("admin", s.AdminAddr()),
 		slog.String("app", s.cfg.App.URL.Redacted()),
-		slog.Any("zimmer_prefixes", s.cfg.Zimmer.Prefixes),
+		slog.Any("zimmer_prefixes", live.Zimmer.Prefixes),
 		slog.Any("routes", routes),
-		slog.Bool("passthrough", s.cfg.App.Passthrough),
+		slog.Bool("passthrough", live.App.Passthrough),
 		slog.String("ledger", ledgerName(s.cfg.Ledger)),
 		slog.String("tls", s.cfg.TLS.Mode),
 		slog.String("tls_http", addrOf(s.httpLn)),
-		slog.Int("service_tokens", len(s.cfg.Auth.Tokens)),
+		slog.Int("service_tokens", len(live.Auth.Tokens)),
 		slog.String("health", verdict))
 }
 
@@ -173,6 +174,10 @@ func (s *Sidecar) logStart(verdict string) {
 // and safe after Run returned; Run calls it itself.
 func (s *Sidecar) Close() error {
 	s.closeOnce.Do(func() {
+		// No reload may install a snapshot after this one is closed.
+		s.reloadMu.Lock()
+		s.closed = true
+		s.reloadMu.Unlock()
 		if snap := s.current.Load(); snap != nil {
 			_ = snap.proxy.Close()
 		}

@@ -46,10 +46,17 @@ type Options struct {
 
 	// Started is the process start time, for /health's uptime. Zero: now.
 	Started time.Time
+
+	// Level is the Logger's level, if it is a *slog.LevelVar: Reload sets
+	// log.level through it. Nil: log.level needs a restart.
+	Level *slog.LevelVar
 }
 
 // Sidecar is one running zimmer-sidecar.
 type Sidecar struct {
+	// cfg is the configuration New got. It is never replaced: Reload keeps
+	// its restart-only settings (listeners, ledger, TLS), so reading those
+	// here is always right. Reloadable settings are read from applied().
 	cfg     *config.Config
 	log     *slog.Logger
 	red     *logging.Redactor
@@ -71,6 +78,15 @@ type Sidecar struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	level *slog.LevelVar // Options.Level; nil when log.level is fixed
+
+	// live is the configuration in effect: cfg at first, then each
+	// reloaded one (with cfg's restart-only settings).
+	live atomic.Pointer[config.Config]
+	// reloadMu serialises Reload and guards closed.
+	reloadMu sync.Mutex
+	closed   bool // set by Close: Reload refuses from then on
 }
 
 // snapshot is the request-serving graph built from one configuration.
@@ -97,7 +113,9 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 		log:     opts.Logger,
 		red:     opts.Redactor,
 		limiter: auth.NewLimiter(cfg.Auth.FailuresPerMinute, 0, nil),
+		level:   opts.Level,
 	}
+	s.live.Store(cfg)
 
 	// 1. The ledger: the one component with durable state. A database
 	// ledger gets twice its connect timeout to connect and migrate.
@@ -133,6 +151,18 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 // install builds the verifier and the serving snapshot from cfg and makes
 // them current.
 func (s *Sidecar) install(cfg *config.Config) error {
+	v, snap, err := s.build(cfg)
+	if err != nil {
+		return err
+	}
+	s.commit(v, snap)
+	return nil
+}
+
+// build builds the verifier and the serving snapshot from cfg without
+// making them current. Its one side effect is that the redactor learns
+// cfg's tokens. A snapshot that is never committed must be closed.
+func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 	// Tokens are masked from the moment they are known; old ones stay
 	// masked, since lines about them may still be written.
 	s.red.Add(plainSecrets(cfg.Auth.Tokens)...)
@@ -143,7 +173,7 @@ func (s *Sidecar) install(cfg *config.Config) error {
 		Limiter:         s.limiter,
 	})
 	if err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return nil, nil, fmt.Errorf("auth: %w", err)
 	}
 
 	p, err := proxy.New(proxy.Options{
@@ -162,11 +192,12 @@ func (s *Sidecar) install(cfg *config.Config) error {
 		ErrorLog:              slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	})
 	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
+		return nil, nil, fmt.Errorf("proxy: %w", err)
 	}
 	hook, kb, err := appHooks(cfg.Zimmer, p)
 	if err != nil {
-		return err
+		_ = p.Close()
+		return nil, nil, err
 	}
 	api, err := zimmer.New(zimmer.Options{
 		Prefixes:   cfg.Zimmer.Prefixes,
@@ -181,14 +212,21 @@ func (s *Sidecar) install(cfg *config.Config) error {
 		OnError:    s.zimmerError,
 	})
 	if err != nil {
-		return fmt.Errorf("zimmer endpoints: %w", err)
+		_ = p.Close()
+		return nil, nil, fmt.Errorf("zimmer endpoints: %w", err)
 	}
 
+	return v, &snapshot{api: api, proxy: p}, nil
+}
+
+// commit makes a built verifier and snapshot current. Requests that
+// already loaded the old snapshot finish with it; the old proxy's idle
+// app connections are closed, its active ones (streams) run to the end.
+func (s *Sidecar) commit(v *auth.Verifier, snap *snapshot) {
 	s.verifier.Store(v)
-	if old := s.current.Swap(&snapshot{api: api, proxy: p}); old != nil {
+	if old := s.current.Swap(snap); old != nil {
 		_ = old.proxy.Close()
 	}
-	return nil
 }
 
 // bcryptCache maps the config's "0 disables" to auth's "negative disables".
