@@ -14,6 +14,17 @@
 //   - the app hooks: zimmer.ProvisionHook and zimmer.KBBackend built from
 //     mapping expressions (call templates and answer extraction).
 //
+// Every call to the app, proxied or made by a hook, goes through one
+// transport with an optional circuit breaker (Breaker, on
+// sony/gobreaker): after too many failures (no answer, a timeout or a
+// 5xx) it refuses calls for a while without contacting the app, proxied
+// ones with 503 JSON and Retry-After and hook calls with an *OpenError,
+// then lets a probe through. An idempotent call (GET, HEAD, OPTIONS, PUT,
+// DELETE) whose body can be replayed is sent once more when its
+// connection was refused, reset or closed before any answer arrived, so
+// nothing had reached the client; it counts once in the breaker and a
+// metered call is charged once.
+//
 // Methods are matched in upper case, since common app frameworks treat
 // "post" as POST, and X-HTTP-Method-Override, X-Method-Override and
 // X-HTTP-Method (in any spelling) are removed from every proxied request,

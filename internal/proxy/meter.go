@@ -84,6 +84,10 @@ type insufficient struct {
 // While a call with a client key is in flight, another with the same key
 // is refused, so two calls never share one debit.
 //
+// While the app's breaker is open the call is refused with 503 and
+// Retry-After before anything is charged (a call the breaker refuses
+// later, in half-open, is refunded like any unanswered call).
+//
 // Answers of its own: 400 for a missing, repeated (in any spelling of a
 // header name) or non-positive user_automation_id or a bad
 // Idempotency-Key; 402 when the balance cannot cover the units; 404 for
@@ -107,6 +111,15 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 		if !ok {
 			httpx.Error(w, http.StatusBadRequest, msgBadKey)
 			return
+		}
+
+		// While the breaker is open the call could not reach the app:
+		// refuse it before charging, so no refund is needed.
+		if p.breaker != nil {
+			if wait, open := p.breaker.rejecting(); open {
+				circuitOpen(w, wait)
+				return
+			}
 		}
 
 		// One call at a time per client key, held until the call settles.

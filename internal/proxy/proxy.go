@@ -101,6 +101,17 @@ type Options struct {
 	// errors after the status went out). Nil discards them.
 	ErrorLog *log.Logger
 
+	// Breaker, when not nil, guards every call to the app, proxied or
+	// made by a hook: while it is open, proxied requests get 503 JSON with
+	// Retry-After (a metered route charges nothing) and hooks fail with an
+	// *OpenError, all without contacting the app. Several Proxies may
+	// share one Breaker (a reload keeps its state). Nil: no breaker.
+	Breaker *Breaker
+	// NoRetry turns off the one retry of an idempotent call (GET, HEAD,
+	// OPTIONS, PUT, DELETE) with a replayable body whose connection was
+	// refused, reset or closed before the app answered.
+	NoRetry bool
+
 	// StripAuthorization, when not nil, is called on every proxied
 	// request just before it goes to the app (r is the outbound copy; the
 	// caller's request is untouched), protected or not, to remove
@@ -116,6 +127,8 @@ type Options struct {
 type Proxy struct {
 	target      *url.URL
 	transport   *http.Transport
+	app         *appTransport // transport behind the breaker and retry
+	breaker     *Breaker      // nil: none
 	client      *http.Client
 	rp          *httputil.ReverseProxy
 	routes      table
@@ -144,12 +157,19 @@ func New(opts Options) (*Proxy, error) {
 		answerLimit: orDefault(opts.AnswerLimit, DefaultAnswerLimit),
 		requestID:   opts.RequestID,
 		onError:     opts.OnError,
+		breaker:     opts.Breaker,
 
 		stripAuthorization: opts.StripAuthorization,
 	}
 	p.transport = newTransport(opts)
+	p.app = &appTransport{
+		base:    p.transport,
+		breaker: opts.Breaker,
+		retry:   !opts.NoRetry,
+		delay:   retryDelay,
+	}
 	p.client = &http.Client{
-		Transport: p.transport,
+		Transport: p.app,
 		// A redirect from the app is an answer, not an instruction.
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
@@ -161,7 +181,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      p.transport,
+		Transport:      p.app,
 		BufferPool:     newBufferPool(),
 		ModifyResponse: p.noteAnswer,
 		ErrorHandler:   p.handleError,
@@ -257,9 +277,19 @@ func (p *Proxy) buildRoutes(opts Options) error {
 // (the health probes may use it). Do not modify it.
 func (p *Proxy) Transport() *http.Transport { return p.transport }
 
-// Client returns a client on the app transport that does not follow
+// Client returns a client that calls the app as the hooks do: through
+// the breaker and the retry of idempotent calls, not following
 // redirects.
 func (p *Proxy) Client() *http.Client { return p.client }
+
+// BreakerState returns the state of the app's breaker, BreakerClosed
+// when there is none.
+func (p *Proxy) BreakerState() BreakerState {
+	if p.breaker == nil {
+		return BreakerClosed
+	}
+	return p.breaker.State()
+}
 
 // Close closes idle connections to the app. In-flight requests are not
 // interrupted; the Proxy stays usable.
@@ -428,14 +458,19 @@ func (p *Proxy) noteAnswer(resp *http.Response) error {
 // client gets a fixed JSON message. A metered call is settled as
 // unanswered first (refunded unless the client went away, see settle),
 // unless the app's answer settled it already (a failed upgrade after a
-// 101).
+// 101). A call the breaker refused is not reported to OnError: the
+// breaker's OnStateChange tells of the opening once.
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
-	if p.onError != nil {
+	var open *OpenError
+	refused := errors.As(err, &open)
+	if p.onError != nil && !refused {
 		p.onError(r, err)
 	}
 	p.settle(r, stateOf(r), 0)
 	var tooBig *http.MaxBytesError
 	switch {
+	case refused:
+		circuitOpen(w, open.Wait)
 	case errors.As(err, &tooBig):
 		httpx.Error(w, http.StatusRequestEntityTooLarge, "Request body too large")
 	case isTimeout(err):
@@ -453,4 +488,13 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// msgCircuitOpen answers a call the breaker refused.
+const msgCircuitOpen = "App unavailable (circuit open)"
+
+// circuitOpen answers 503 with Retry-After for a refused call.
+func circuitOpen(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", RetryAfterSeconds(wait))
+	httpx.Error(w, http.StatusServiceUnavailable, msgCircuitOpen)
 }
