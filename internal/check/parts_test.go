@@ -182,6 +182,22 @@ func TestURLHelpers(t *testing.T) {
 	}
 }
 
+func TestFormatDuration(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "-"}, {300 * time.Microsecond, "<1ms"}, {42 * time.Millisecond, "42ms"},
+		{5 * time.Second, "5s"}, {2500 * time.Millisecond, "2.5s"},
+	}
+	for _, tt := range tests {
+		if got := formatDuration(tt.d); got != tt.want {
+			t.Errorf("formatDuration(%s) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
 func TestReportOutput(t *testing.T) {
 	t.Parallel()
 	rep := &Report{Version: 1, Health: "unhealthy", UserAutomationID: 9, UserID: 8,
