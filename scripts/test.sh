@@ -23,6 +23,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Headless Chromium for the status page test (internal/status), from
+# Debian. Without it that test skips, and fails when CI is set.
+if ! need_cmd chromium; then
+  if [ "$(id -u)" = 0 ] && need_cmd apt-get; then
+    log "installing chromium"
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    echo "missing: chromium (the status page test skips, or fails in CI)" >&2
+  fi
+fi
+
 # PostgreSQL for the shared-ledger tests: this machine kind starts it before
 # each session; start it here if it is installed but stopped.
 if need_cmd pg_isready && ! pg_isready -q -h 127.0.0.1 -p 5432; then
