@@ -169,7 +169,7 @@ func failSummary(rep *check.Report) string {
 	}
 	names := make([]string, 0, len(failed))
 	for _, r := range failed {
-		names = append(names, string(r.Endpoint)+" "+r.Check)
+		names = append(names, string(r.Endpoint)+" ("+r.Check+")")
 	}
-	return fmt.Sprintf("%d check(s) failed: %s", len(failed), strings.Join(names, ", "))
+	return fmt.Sprintf("%d check(s) failed: %s", len(failed), strings.Join(names, "; "))
 }

@@ -137,7 +137,7 @@ func TestCheckCommandFailsWithoutUptime(t *testing.T) {
 		t.Fatalf("got %v, want a check failure (exit 1)", err)
 	}
 	if !strings.Contains(err.Error(), "would not be listed") ||
-		!strings.Contains(err.Error(), "health platform classifier") {
+		!strings.Contains(err.Error(), "health (platform classifier)") {
 		t.Errorf("error %q should say it would not be listed and name the health check", err)
 	}
 	if !strings.Contains(stdout, `lacks "uptime"`) || !strings.Contains(stdout, "FAIL:") {
