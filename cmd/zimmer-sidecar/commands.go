@@ -11,12 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/admin"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/reload"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/sidecar"
 )
 
@@ -69,6 +72,12 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: zimmer-sidecar run [-config FILE]")
 		return errUsage
 	}
+	// SIGHUP asks for a reload; caught from the start, it never ends the
+	// process. Signals before the watcher runs wait in the channel.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	file := configPath(*path)
 	cfg, err := loadQuiet(file, stderr)
 	if err != nil {
@@ -76,7 +85,9 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	red := logging.NewRedactor()
-	logger := logging.New(stderr, cfg.Log.Level, red).
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	logger := logging.New(stderr, level, red).
 		With(slog.String("version", version))
 	for _, w := range cfg.Warnings() {
 		logger.Warn("configuration", slog.String("problem", w.Format(file)))
@@ -85,11 +96,76 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:   logger,
 		Redactor: red,
 		Started:  started,
+		Level:    level,
 	})
 	if err != nil {
 		return err
 	}
+	stopWatch := watchConfig(ctx, file, hup, logger,
+		func() { reloadConfig(file, sc, logger) })
+	defer stopWatch()
 	return sc.Run(ctx)
+}
+
+// watchConfig calls apply once per burst of changes to file and of
+// SIGHUPs, until ctx ends or the returned stop is called (which waits
+// for a reload in progress). When the file cannot be watched, SIGHUP
+// still works.
+func watchConfig(ctx context.Context, file string, hup <-chan os.Signal,
+	log *slog.Logger, apply func()) (stop func()) {
+	opts := reload.Options{
+		Path:     file,
+		Signals:  hup,
+		OnChange: apply,
+		OnError: func(err error) {
+			log.Warn("configuration watch", slog.Any("err", err))
+		},
+	}
+	w, err := reload.New(opts)
+	if err != nil {
+		log.Warn("cannot watch the configuration file; reload with SIGHUP",
+			slog.String("config", file), slog.Any("err", err))
+		opts.Path = ""
+		w, _ = reload.New(opts) // without a file it cannot fail
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			log.Error("configuration watch stopped; restart to reload",
+				slog.Any("err", err))
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// reloadConfig loads file again and applies it to sc. A file that fails
+// to load or validate changes nothing and is logged as one line listing
+// every problem.
+func reloadConfig(file string, sc *sidecar.Sidecar, log *slog.Logger) {
+	cfg, err := config.Load(file, os.Environ())
+	if err == nil {
+		for _, w := range cfg.Warnings() {
+			log.Warn("configuration", slog.String("problem", w.Format(file)))
+		}
+		err = sc.Reload(cfg)
+	}
+	if err == nil {
+		return
+	}
+	problems := []string{err.Error()}
+	if verr, ok := errors.AsType[*config.ValidationError](err); ok {
+		problems = make([]string, len(verr.Problems))
+		for i, p := range verr.Problems {
+			problems[i] = p.Format(verr.File)
+		}
+	}
+	log.Error("reload failed; the running configuration stays",
+		slog.String("config", file), slog.Any("problems", problems))
 }
 
 func checkConfig(args []string, stdout, stderr io.Writer) error {
