@@ -478,6 +478,42 @@ func TestCanceledRunReturnsWhatItHas(t *testing.T) {
 	}
 }
 
+func TestGivenClientNeverFollowsRedirects(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, map[string]http.HandlerFunc{
+		"noauth GET /health": func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/healthz", http.StatusFound)
+		},
+		"noauth GET /healthz": answerWith(http.StatusOK, healthyBody),
+	})
+	opts := f.options()
+	opts.HTTPClient = &http.Client{} // would follow redirects by itself
+	rep := runCheck(t, opts)
+	wantRow(t, rep, Health, "platform classifier", StatusFail, "redirects (302")
+	for _, s := range f.requests() {
+		if s.Path == "/healthz" {
+			t.Errorf("the redirect was followed: %s", s)
+		}
+	}
+}
+
+func TestHangEndsAtTheBudget(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, map[string]http.HandlerFunc{
+		"POST /usage/consume": func(_ http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done() // never answers; the checker gives up
+		},
+	})
+	opts := f.options()
+	opts.Budgets = Budgets{Consume: 50 * time.Millisecond}
+	rep := runCheck(t, opts)
+	wantRow(t, rep, Consume, "guide dialect", StatusFail, "no answer within the budget")
+	if r := find(t, rep, Consume, "guide dialect"); r.Budget != 50*time.Millisecond {
+		t.Errorf("budget %s, want the 50ms given", r.Budget)
+	}
+	wantRow(t, rep, Provision, "platform dialect", StatusOK) // others keep defaults
+}
+
 func TestNoServerIsAFailureNotAnError(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, nil)

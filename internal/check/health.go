@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
@@ -97,7 +98,7 @@ func (r *runner) checkHealth(ctx context.Context) {
 		}
 	}
 	if a.err == nil && a.elapsed > budget {
-		v.fail("took %s, over the %s budget", a.elapsed, budget)
+		v.fail("took %s, over the %s budget", a.elapsed.Round(time.Millisecond), budget)
 	}
 	if tries > 1 {
 		v.note("%d tries", tries)
