@@ -109,6 +109,8 @@ type App struct {
 	// Probes come from [[app.probe]]. None: /health reports only the
 	// sidecar itself.
 	Probes []Probe `toml:"probe"`
+	// Breaker is the circuit breaker for calls to the app.
+	Breaker Breaker `toml:"breaker"`
 }
 
 // Probe is one active health check of the app.
@@ -200,6 +202,8 @@ type Zimmer struct {
 	// KBReset maps KB reset to an app call; nil means the KB cannot be
 	// reset (supports_reset false). It requires KBStatus.
 	KBReset *KBReset `toml:"kb_reset"`
+	// Deadlines bound each endpoint's work, app calls included.
+	Deadlines Deadlines `toml:"deadlines"`
 }
 
 // Provision is the app hook called on provision.
@@ -301,6 +305,7 @@ func Default() *Config {
 			ConnectTimeout:        2 * time.Second,
 			ResponseHeaderTimeout: 60 * time.Second,
 			MaxIdleConns:          256,
+			Breaker:               defaultBreaker(),
 		},
 		Ledger: Ledger{
 			Backend:           BackendBolt,
@@ -312,7 +317,7 @@ func Default() *Config {
 			MaxUnits:          1_000_000,
 			DemoRule:          DemoWhole,
 		},
-		Zimmer: Zimmer{Prefixes: []string{"/"}},
+		Zimmer: Zimmer{Prefixes: []string{"/"}, Deadlines: defaultDeadlines()},
 		TLS:    defaultTLS(),
 	}
 }

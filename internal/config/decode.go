@@ -115,6 +115,8 @@ func (d *decoder) decodeValue(p string, v any, rv reflect.Value) {
 		if d.decodeInt(p, v, &n) {
 			*dst = int(n)
 		}
+	case *float64:
+		d.decodeFloat(p, v, dst)
 	case *int64:
 		d.decodeInt(p, v, dst)
 	case *time.Duration:

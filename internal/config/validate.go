@@ -42,8 +42,10 @@ func (v *validator) validate(c *Config) {
 	v.listen(&c.Listen)
 	v.auth(&c.Auth)
 	v.app(&c.App)
+	v.breaker(&c.App.Breaker)
 	v.ledger(&c.Ledger)
 	v.zimmer(&c.Zimmer)
+	v.deadlines(&c.Zimmer.Deadlines)
 	v.tlsSection(&c.TLS, &c.Listen)
 	v.routes(c.Routes, c.Ledger.MaxUnits)
 }
