@@ -212,9 +212,9 @@ func rename(t *testing.T, from, to string) {
 	}
 }
 
-// TestFileChanges: each way of changing the file starts exactly one
+// TestReloadFileChanges: each way of changing the file starts exactly one
 // reload, and the watcher keeps working after the file was replaced.
-func TestFileChanges(t *testing.T) {
+func TestReloadFileChanges(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
@@ -262,8 +262,8 @@ func TestFileChanges(t *testing.T) {
 	}
 }
 
-// TestBurstCoalesced: ten writes in a row are one reload.
-func TestBurstCoalesced(t *testing.T) {
+// TestReloadBurstCoalesced: ten writes in a row are one reload.
+func TestReloadBurstCoalesced(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
@@ -285,9 +285,9 @@ func TestBurstCoalesced(t *testing.T) {
 	}
 }
 
-// TestUnrelatedFilesIgnored: an editor's swap file or any other file in
+// TestReloadUnrelatedFilesIgnored: an editor's swap file or any other file in
 // the directory does not reload.
-func TestUnrelatedFilesIgnored(t *testing.T) {
+func TestReloadUnrelatedFilesIgnored(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
@@ -307,11 +307,11 @@ func TestUnrelatedFilesIgnored(t *testing.T) {
 	r.wantCalls(0)
 }
 
-// TestConfigMapSwap plays a Kubernetes ConfigMap volume: config.toml is a
+// TestReloadConfigMapSwap plays a Kubernetes ConfigMap volume: config.toml is a
 // symlink to ..data/config.toml, and an update writes a new timestamped
 // directory and renames a new ..data symlink over the old one. Nothing
 // named config.toml changes, yet the path now reads the new file.
-func TestConfigMapSwap(t *testing.T) {
+func TestReloadConfigMapSwap(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	version := func(n int) {
@@ -350,10 +350,10 @@ func TestConfigMapSwap(t *testing.T) {
 	}
 }
 
-// TestSymlinkTargetElsewhere: the path is a symlink into another
+// TestReloadSymlinkTargetElsewhere: the path is a symlink into another
 // directory. Writes there are seen through the file's own watch, also
 // after the target was replaced by a rename.
-func TestSymlinkTargetElsewhere(t *testing.T) {
+func TestReloadSymlinkTargetElsewhere(t *testing.T) {
 	t.Parallel()
 	dir, elsewhere := t.TempDir(), t.TempDir()
 	real := filepath.Join(elsewhere, "real.toml")
@@ -387,9 +387,9 @@ func TestSymlinkTargetElsewhere(t *testing.T) {
 	}
 }
 
-// TestSignals: reload requests reload with no file at all, a burst of
+// TestReloadSignals: reload requests reload with no file at all, a burst of
 // them is one reload, and a closed channel is not a request.
-func TestSignals(t *testing.T) {
+func TestReloadSignals(t *testing.T) {
 	t.Parallel()
 	sig := make(chan os.Signal) // unbuffered: a send returns once taken in
 	r := startRig(t, t.TempDir(), "", sig)
@@ -413,9 +413,9 @@ func TestSignals(t *testing.T) {
 	}
 }
 
-// TestSignalsAndFileTogether: a request and a file change in one burst
+// TestReloadSignalsAndFileTogether: a request and a file change in one burst
 // are one reload.
-func TestSignalsAndFileTogether(t *testing.T) {
+func TestReloadSignalsAndFileTogether(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
@@ -431,9 +431,9 @@ func TestSignalsAndFileTogether(t *testing.T) {
 	r.wantCalls(0)
 }
 
-// TestStop: Run returns once its context ends, stops watching, and runs
+// TestReloadStop: Run returns once its context ends, stops watching, and runs
 // only once.
-func TestStop(t *testing.T) {
+func TestReloadStop(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
@@ -468,8 +468,8 @@ func TestStop(t *testing.T) {
 	}
 }
 
-// TestCloseWithoutRun releases the file watch of a watcher never run.
-func TestCloseWithoutRun(t *testing.T) {
+// TestReloadCloseWithoutRun releases the file watch of a watcher never run.
+func TestReloadCloseWithoutRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
@@ -485,7 +485,7 @@ func TestCloseWithoutRun(t *testing.T) {
 	}
 }
 
-func TestNewErrors(t *testing.T) {
+func TestReloadNewErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
