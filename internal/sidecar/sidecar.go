@@ -79,6 +79,8 @@ type Sidecar struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	metrics metricsState // the recorder and /metrics; see metrics.go
+
 	level *slog.LevelVar // Options.Level; nil when log.level is fixed
 
 	// live is the configuration in effect: cfg at first, then each
@@ -126,7 +128,7 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ledger = l
+	s.ledger = s.initMetrics(l)
 
 	// 2. Health probes of the app.
 	s.monitor, err = health.New(health.Options{
@@ -171,6 +173,7 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 		AcceptBearer:    cfg.Auth.AcceptBearer,
 		BcryptCacheSize: bcryptCache(cfg.Auth.BcryptCacheSize),
 		Limiter:         s.limiter,
+		OnResult:        s.onAuthResult(),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth: %w", err)
@@ -253,7 +256,7 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Handler returns the public listener's whole handler chain.
 func (s *Sidecar) Handler() http.Handler {
-	return logging.Access(s.log, s.cfg.Log.Access, nil, s)
+	return logging.Access(s.log, s.cfg.Log.Access, s.observe(), s)
 }
 
 // AdminHandler returns the admin listener's handler: liveness, readiness
@@ -268,6 +271,7 @@ func (s *Sidecar) AdminHandler() http.Handler {
 		wrap = s.authWrap
 	}
 	admin.Register(mux, s.ledger, wrap)
+	s.mountMetrics(mux, wrap)
 	var h http.Handler = mux
 	if isLoopback(s.cfg.Listen.Admin) {
 		h = literalHostOnly(mux)
