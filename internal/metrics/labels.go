@@ -11,8 +11,13 @@ const MaxLabelLen = 64
 
 // Label vocabularies. A value outside its vocabulary is counted as Other.
 var (
-	authOutcomes   = []string{AuthOK, AuthMissing, AuthInvalid, AuthRateLimited, AuthAborted}
-	ledgerOps      = []string{OpProvision, OpConsume, OpCredit, OpAccount, OpJournal, OpRefund, OpClose}
+	authOutcomes = []string{
+		AuthOK, AuthMissing, AuthInvalid, AuthRateLimited, AuthAborted,
+	}
+	ledgerOps = []string{
+		OpProvision, OpConsume, OpCredit, OpAccount, OpJournal, OpRefund,
+		OpClose,
+	}
 	ledgerOutcomes = []string{
 		OutcomeOK, OutcomeRefused, OutcomeReplayed, OutcomeStopped,
 		OutcomeUnknownAccount, OutcomeInvalidUnits, OutcomeInvalidKey,

@@ -355,8 +355,9 @@ func TestMetricsDuringLoad(t *testing.T) {
 	if got := diff("zimmer_sidecar_ledger_op_duration_seconds", "op", "consume"); got != debits {
 		t.Errorf("ledger consume latency samples = %v, want %v", got, debits)
 	}
-	if got := diff("zimmer_sidecar_ledger_ops_total", "op", "provision"); got != sent["provision"] {
-		t.Errorf("ledger provision ops = %v, want %v", got, sent["provision"])
+	provisions := sent["provision"]
+	if got := diff("zimmer_sidecar_ledger_ops_total", "op", "provision"); got != provisions {
+		t.Errorf("ledger provision ops = %v, want %v", got, provisions)
 	}
 	if got := series(after, "zimmer_sidecar_ledger_ops_total", "op", "credit",
 		"outcome", "ok"); got != 1 {
