@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
@@ -350,6 +351,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.rp.ServeHTTP(w, r)
 		return
 	}
+	// A bounded label for logs and metrics: the configured pattern, never
+	// the raw path.
+	logging.FromContext(r.Context()).SetEndpoint("route:" + rt.pattern)
 	rt.handler.ServeHTTP(w, r)
 }
 

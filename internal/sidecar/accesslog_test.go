@@ -40,7 +40,7 @@ func TestAccessLog(t *testing.T) {
 		{"rid-proxy", h.publicURL() + "/some/page?q=1", "GET", "", nil,
 			want{"GET", "/some/page", 200, "proxy", 0}},
 		{"rid-denied", h.publicURL() + "/usage/consume", "POST", consume, nil,
-			want{"POST", "/usage/consume", 401, "", 0}},
+			want{"POST", "/usage/consume", 401, "usage/consume", 0}},
 		{"rid-admin", h.adminURL() + "/admin/ledger/accounts/7", "GET", "", nil,
 			want{"GET", "/admin/ledger/accounts/7", 200, "", 0}},
 	}

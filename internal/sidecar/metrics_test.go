@@ -74,15 +74,13 @@ var loadKinds = []loadKind{
 	{name: "consume", method: "POST", target: "/api/zimmer/usage/consume",
 		body:  `{"user_automation_id": 7, "units": 1, "usage_type": "chat"}`,
 		token: testToken, endpoint: "usage/consume"},
-	// TODO(zimmer-sidecar): "route:/chat/*" once internal/proxy labels
-	// the routes it matched (logging.Info.SetEndpoint); "proxy" until then.
+	// A matched route is labelled by its pattern, never the raw path.
 	{name: "metered route", method: "POST", target: "/chat/send", body: "hi",
-		token: testToken, tenant: true, endpoint: "proxy"},
+		token: testToken, tenant: true, endpoint: "route:/chat/*"},
 	{name: "passthrough", method: "GET", target: rawPath, endpoint: "proxy"},
-	// A failed authentication is answered before the Zimmer handler names
-	// its endpoint, so it is counted as "unknown".
+	// A failed authentication still counts against its endpoint.
 	{name: "bad token", method: "POST", target: "/provision", body: provisionBody,
-		token: "wrong-token", endpoint: metrics.Unknown},
+		token: "wrong-token", endpoint: "provision"},
 }
 
 // scrape GETs /metrics from the admin listener and parses it. trace, when

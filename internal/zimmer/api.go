@@ -180,8 +180,7 @@ func (o *Options) applyDefaults() {
 // the endpoint.
 func (a *API) buildRoutes() error {
 	handlers := map[Endpoint]http.Handler{
-		EndpointHealth: allow(named(EndpointHealth, a.opts.Health),
-			http.MethodGet, http.MethodHead),
+		EndpointHealth: allow(a.opts.Health, http.MethodGet, http.MethodHead),
 		EndpointProvision: allow(a.opts.Auth(a.endpoint(EndpointProvision, a.provision)),
 			http.MethodPost),
 		EndpointConsume: allow(a.opts.Auth(a.endpoint(EndpointConsume, a.consume)),
@@ -190,6 +189,12 @@ func (a *API) buildRoutes() error {
 			http.MethodGet, http.MethodPost),
 		EndpointKBReset: allow(a.opts.Auth(a.endpoint(EndpointKBReset, a.kbReset)),
 			http.MethodPost),
+	}
+
+	// Every answer, 401s and 405s included, is labelled with its endpoint
+	// for the access log and the metrics.
+	for ep, h := range handlers {
+		handlers[ep] = named(ep, h)
 	}
 
 	var errs []error
@@ -296,7 +301,6 @@ type endpointFunc func(w http.ResponseWriter, r *http.Request) (int, any, error)
 // reports failures.
 func (a *API) endpoint(ep Endpoint, fn endpointFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		logging.FromContext(r.Context()).SetEndpoint(string(ep))
 		status, body, err := fn(w, r)
 		if err != nil && a.opts.OnError != nil {
 			a.opts.OnError(r, ep, status, err)
