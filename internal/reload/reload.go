@@ -186,6 +186,11 @@ func (w *Watcher) relevant(ev fsnotify.Event) bool {
 	if filepath.Clean(ev.Name) == w.path {
 		return true
 	}
+	// Writes to other files (a ledger kept next to the config) cannot
+	// redirect the path; only entries appearing or going away can.
+	if !ev.Has(fsnotify.Create | fsnotify.Rename | fsnotify.Remove) {
+		return false
+	}
 	if t := resolve(w.path); t != w.target {
 		w.target = t
 		return true

@@ -360,7 +360,8 @@ func TestReloadLogLevel(t *testing.T) {
 			if lv.Level() != tt.wantLevel {
 				t.Errorf("level: got %v, want %v", lv.Level(), tt.wantLevel)
 			}
-			if got := strings.Contains(logs.String(), `"restart_required":["log.level"]`); got != tt.wantRestart {
+			named := `"restart_required":["log.level"]`
+			if got := strings.Contains(logs.String(), named); got != tt.wantRestart {
 				t.Errorf("log.level named as restart-only: got %v, want %v\n%s",
 					got, tt.wantRestart, logs)
 			}
