@@ -256,7 +256,7 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Handler returns the public listener's whole handler chain.
 func (s *Sidecar) Handler() http.Handler {
-	return logging.Access(s.log, s.cfg.Log.Access, s.observe(), s)
+	return logging.Access(s.log, s.cfg.Log.Access, s.observe(), s.limitRate(s))
 }
 
 // AdminHandler returns the admin listener's handler: liveness, readiness
