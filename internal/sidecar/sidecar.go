@@ -63,6 +63,7 @@ type Sidecar struct {
 	ledger  metering.Ledger
 	limiter *auth.Limiter
 	monitor *health.Monitor
+	breaker *proxy.Breaker // the app's; nil when disabled (breaker.go)
 	ready   health.Readiness
 
 	verifier atomic.Pointer[auth.Verifier]
@@ -142,7 +143,13 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 		return nil, fmt.Errorf("health: %w", err)
 	}
 
-	// 3. The request-serving graph.
+	// 3. The app's circuit breaker, which outlives reloads.
+	if err := s.initBreaker(cfg.App.Breaker); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+
+	// 4. The request-serving graph.
 	if err := s.install(cfg); err != nil {
 		_ = l.Close()
 		return nil, err
@@ -189,6 +196,7 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 		ConnectTimeout:        cfg.App.ConnectTimeout,
 		ResponseHeaderTimeout: cfg.App.ResponseHeaderTimeout,
 		MaxIdleConns:          cfg.App.MaxIdleConns,
+		Breaker:               s.breaker,
 		RequestID:             logging.RequestID,
 		StripAuthorization:    v.StripServiceBearer,
 		OnError:               s.proxyError,
@@ -213,6 +221,10 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 		MaxBody:    int64(cfg.Listen.MaxBody),
 		MaxUnits:   cfg.Ledger.MaxUnits,
 		OnError:    s.zimmerError,
+
+		ProvisionTimeout: cfg.Zimmer.Deadlines.Provision,
+		ConsumeTimeout:   cfg.Zimmer.Deadlines.Consume,
+		KBTimeout:        cfg.Zimmer.Deadlines.KB,
 	})
 	if err != nil {
 		_ = p.Close()
