@@ -18,7 +18,8 @@ const DefaultMaxClients = 10000
 // Options configures a Limiter. The zero value limits nothing.
 type Options struct {
 	// Rate is how many tokens a bucket regains a second. Zero or less
-	// turns limiting off: every request passes and no bucket is kept.
+	// turns limiting off: every request passes and no bucket is kept. A
+	// rate under one token a year counts as one a year.
 	Rate float64
 
 	// Burst is how many tokens a bucket holds, the number of requests a
