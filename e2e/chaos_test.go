@@ -184,7 +184,7 @@ func TestChaosHungAppWithinBudgets(t *testing.T) {
 		want   int
 	}{
 		{"provision", e2etest.Request{Method: http.MethodPost, Path: s.zimmer("provision"),
-			Body: e2etest.ProvisionBody{UserAutomationID: id + 1, UserID: 42},
+			Body:      e2etest.ProvisionBody{UserAutomationID: id + 1, UserID: 42},
 			WithToken: true}, provisionBudget, http.StatusGatewayTimeout},
 		{"kb status (platform)", e2etest.Request{Method: http.MethodPost,
 			Path: s.zimmer("kb/status"), Body: map[string]int{"user_id": 42,
