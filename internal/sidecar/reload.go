@@ -16,7 +16,7 @@ var ErrClosed = errors.New("sidecar: closed")
 
 // reloadable names the settings Reload applies to a running sidecar: a
 // top-level key covers its whole section. Every other setting needs a
-// restart: the listeners and their limits (listen.*), the ledger's store
+// restart: the listeners and their other limits (listen.*), the ledger's store
 // and rules (ledger.*), TLS (tls.*), what /health reports as the
 // automation (automation.*), the app's address (the probes' base),
 // log.access and auth.failures_per_minute (auth.Limiter cannot be
@@ -24,6 +24,8 @@ var ErrClosed = errors.New("sidecar: closed")
 // listed here and applied below, so a reload never pretends to apply it.
 var reloadable = map[string]bool{
 	"listen.max_body":             true,
+	"listen.requests_per_second":  true, // read per request (ratelimit.go)
+	"listen.burst":                true,
 	"log.level":                   true, // only with Options.Level
 	"auth.tokens":                 true,
 	"auth.accept_bearer":          true,

@@ -575,6 +575,8 @@ func TestMergeConfig(t *testing.T) {
 		{env: "LISTEN__SHUTDOWN_GRACE=9s", wantRestart: "listen.shutdown_grace"},
 		{env: "LISTEN__IDLE_TIMEOUT=9s", wantRestart: "listen.idle_timeout"},
 		{env: "LISTEN__MAX_BODY=2MiB", wantChanged: "listen.max_body"},
+		{env: "LISTEN__REQUESTS_PER_SECOND=5", wantChanged: "listen.requests_per_second"},
+		{env: "LISTEN__BURST=9", wantChanged: "listen.burst"},
 		{env: "AUTOMATION__VERSION=1.0.1", wantRestart: "automation.version"},
 		{env: "APP__URL=http://127.0.0.1:2", wantRestart: "app.url"},
 		{env: "APP__PASSTHROUGH=false", wantChanged: "app.passthrough"},
