@@ -322,10 +322,10 @@ func TestChaosBreakerOpensAndCloses(t *testing.T) {
 		if r.Status != http.StatusServiceUnavailable {
 			t.Errorf("proxied call while open: got %s, want 503", r)
 		}
-		// TODO(zimmer-sidecar): package zimmer answers a refused hook 502;
-		// it should answer 503 with Retry-After (proxy.ErrCircuitOpen).
-		if err != nil || p.Status == http.StatusOK || !isJSONObject(p) {
-			t.Errorf("provision while open: got %v %v, want a JSON failure", p, err)
+		if err != nil || p.Status != http.StatusServiceUnavailable || !isJSONObject(p) ||
+			p.Header.Get("Retry-After") == "" {
+			t.Errorf("provision while open: got %v %v, want 503 JSON with Retry-After",
+				p, err)
 		}
 		if n := s.app.CountLines(`"GET /slow"`) + s.app.CountLines(`"POST /internal`); n != 0 {
 			t.Errorf("the app saw %d calls while the breaker was open", n)

@@ -189,15 +189,19 @@ func checkCrashLedger(t *testing.T, admin string, before map[int64]int64,
 	debited := map[int64]int64{}
 	journalKeys := map[string]bool{}
 	for _, e := range e2etest.LedgerJournal(t, admin) {
-		if e.Kind != metering.EntryDebit || !strings.HasPrefix(e.IdempotencyKey, "crash-") {
+		// /usage/consume scopes a caller's key to its account in the
+		// ledger: "consume <id> <key>".
+		scope := fmt.Sprintf("consume %d ", e.UserAutomationID)
+		key, ok := strings.CutPrefix(e.IdempotencyKey, scope)
+		if e.Kind != metering.EntryDebit || !ok || !strings.HasPrefix(key, "crash-") {
 			continue
 		}
-		if journalKeys[e.IdempotencyKey] {
-			t.Errorf("key %s debited twice", e.IdempotencyKey)
+		if journalKeys[key] {
+			t.Errorf("key %s debited twice", key)
 		}
-		journalKeys[e.IdempotencyKey] = true
-		if !acceptedKeys[e.IdempotencyKey] {
-			t.Errorf("key %s debited but its answer is a refusal", e.IdempotencyKey)
+		journalKeys[key] = true
+		if !acceptedKeys[key] {
+			t.Errorf("key %s debited but its answer is a refusal", key)
 		}
 		debited[e.UserAutomationID] += -e.DemoDelta - e.PaidDelta
 	}

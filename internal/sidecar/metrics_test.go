@@ -29,11 +29,8 @@ every = "1h"
 
 // scrapedFamilies are the families a scrape of a sidecar that served
 // traffic must show.
-//
-// TODO(zimmer-sidecar): add zimmer_sidecar_breaker_state once the app's
-// circuit breaker is wired (it reports through metrics.Recorder.Breaker);
-// until then no breaker exists and the family has no series.
 var scrapedFamilies = []string{
+	"zimmer_sidecar_breaker_state",
 	"zimmer_sidecar_requests_total",
 	"zimmer_sidecar_request_duration_seconds",
 	"zimmer_sidecar_auth_attempts_total",

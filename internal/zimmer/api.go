@@ -302,6 +302,11 @@ type endpointFunc func(w http.ResponseWriter, r *http.Request) (int, any, error)
 func (a *API) endpoint(ep Endpoint, fn endpointFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status, body, err := fn(w, r)
+		var ra retryAfterer
+		if status == http.StatusServiceUnavailable && errors.As(err, &ra) {
+			secs := int64((ra.RetryAfter() + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+		}
 		if err != nil && a.opts.OnError != nil {
 			a.opts.OnError(r, ep, status, err)
 		}

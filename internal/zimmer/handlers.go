@@ -6,24 +6,26 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
 // Fixed client messages. Causes go to OnError, never into an answer.
 const (
-	detailTooLarge     = "request body too large"
-	detailUnreadable   = "could not read request body"
-	detailNoKB         = "This automation has no knowledge base"
-	detailNoReset      = "This automation does not support knowledge base reset"
-	detailUnknown      = "unknown user_automation_id"
-	detailConflict     = "Idempotency-Key was already used with a different request"
-	detailLedger       = "internal error"
-	detailUnavailable  = "ledger unavailable, try again"
-	detailAppTimeout   = "app did not answer in time"
-	detailProvisionApp = "app provisioning failed"
-	detailKBStatusApp  = "knowledge base status failed"
-	detailKBResetApp   = "knowledge base reset failed"
+	detailTooLarge       = "request body too large"
+	detailUnreadable     = "could not read request body"
+	detailNoKB           = "This automation has no knowledge base"
+	detailNoReset        = "This automation does not support knowledge base reset"
+	detailUnknown        = "unknown user_automation_id"
+	detailConflict       = "Idempotency-Key was already used with a different request"
+	detailLedger         = "internal error"
+	detailUnavailable    = "ledger unavailable, try again"
+	detailAppTimeout     = "app did not answer in time"
+	detailAppUnavailable = "App unavailable (circuit open); retry after the Retry-After delay"
+	detailProvisionApp   = "app provisioning failed"
+	detailKBStatusApp    = "knowledge base status failed"
+	detailKBResetApp     = "knowledge base reset failed"
 )
 
 // fail is the result of an endpointFunc that answers {"detail": detail}.
@@ -87,12 +89,23 @@ func ledgerFailure(err error) (int, any, error) {
 	return fail(http.StatusInternalServerError, detailLedger, err)
 }
 
-// appFailure maps an app (hook or KB backend) error to its answer: 504
-// when it ran out of time, 502 otherwise. ans carries the endpoint's
-// failure fields.
+// retryAfterer is an app error that knows when the app may be tried
+// again: the proxy's open circuit breaker.
+type retryAfterer interface {
+	RetryAfter() time.Duration
+}
+
+// appFailure maps an app (hook or KB backend) error to its answer: 503
+// when the app was not called because its circuit is open (the endpoint
+// wrapper adds Retry-After), 504 when it ran out of time, 502 otherwise.
+// ans carries the endpoint's failure fields.
 func appFailure(err error, detail string, ans FailureAnswer) (int, any, error) {
 	status := http.StatusBadGateway
-	if errors.Is(err, context.DeadlineExceeded) {
+	var ra retryAfterer
+	switch {
+	case errors.As(err, &ra):
+		status, detail = http.StatusServiceUnavailable, detailAppUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
 		status, detail = http.StatusGatewayTimeout, detailAppTimeout
 	}
 	ans.Detail, ans.Success, ans.Message = detail, false, detail

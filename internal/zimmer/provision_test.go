@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -259,5 +260,27 @@ func TestProvisionConcurrent(t *testing.T) {
 	}
 	if created != 1 {
 		t.Fatalf("creations: got %d, want 1", created)
+	}
+}
+
+// openCircuit is an app error the way the proxy's open breaker reports it.
+type openCircuit struct{ wait time.Duration }
+
+func (e openCircuit) Error() string             { return "circuit open" }
+func (e openCircuit) RetryAfter() time.Duration { return e.wait }
+
+func TestProvisionCircuitOpen(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(context.Context, ProvisionCall) (ProvisionReply, error) {
+		return ProvisionReply{}, fmt.Errorf("call app: %w", openCircuit{1500 * time.Millisecond})
+	})
+	h := newHarness(t, func(o *Options) { o.Provision = hook })
+	w := h.do(t, http.MethodPost, "/provision", `{"user_automation_id":1,"user_id":2}`)
+	wantStatus(t, w, http.StatusServiceUnavailable)
+	if got := w.Header().Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After: got %q, want 2 (1.5s rounded up)", got)
+	}
+	if _, err := h.ledger.Account(context.Background(), 1); err == nil {
+		t.Error("the account was created although the app was not told")
 	}
 }
