@@ -30,6 +30,7 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/proxy"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/status"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/zimmer"
 )
 
@@ -64,6 +65,8 @@ type Sidecar struct {
 	limiter *auth.Limiter
 	monitor *health.Monitor
 	breaker *proxy.Breaker // the app's; nil when disabled (breaker.go)
+	stats   *status.Stats  // per-endpoint figures for /status; outlive reloads
+	started time.Time
 	ready   health.Readiness
 
 	verifier atomic.Pointer[auth.Verifier]
@@ -132,6 +135,8 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	s.ledger = s.initMetrics(l)
 
 	// 2. Health probes of the app.
+	s.stats = status.NewStats(nil)
+	s.started = opts.Started
 	s.monitor, err = health.New(health.Options{
 		BaseURL: cfg.App.URL,
 		Probes:  probeOptions(cfg.App.Probes),
@@ -268,7 +273,7 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Handler returns the public listener's whole handler chain.
 func (s *Sidecar) Handler() http.Handler {
-	return logging.Access(s.log, s.cfg.Log.Access, s.observe(), s.limitRate(s))
+	return logging.Access(s.log, s.cfg.Log.Access, s.observeAll(), s.limitRate(s))
 }
 
 // AdminHandler returns the admin listener's handler: liveness, readiness
@@ -284,6 +289,7 @@ func (s *Sidecar) AdminHandler() http.Handler {
 	}
 	admin.Register(mux, s.ledger, wrap)
 	s.mountMetrics(mux, wrap)
+	s.mountStatus(mux, wrap)
 	var h http.Handler = mux
 	if isLoopback(s.cfg.Listen.Admin) {
 		h = literalHostOnly(mux)
