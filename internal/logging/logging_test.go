@@ -144,6 +144,9 @@ func FuzzRedactor(f *testing.F) {
 	f.Add("token abcdef123456 Bearer xyzxyzxyzxyz", "abcdef123456")
 	f.Add("sk-aaaaaaaaaaaaaaaa", "")
 	f.Fuzz(func(t *testing.T, s, secret string) {
+		if keyShapes.MatchString(s) && !mayHoldKeyShape(s) {
+			t.Errorf("%q matches a key shape but the filter skips it", s)
+		}
 		red := NewRedactor(secret)
 		out := red.String(s)
 		if len(secret) >= 4 && strings.Contains(out, secret) &&
@@ -160,5 +163,23 @@ func TestRedactorMasksTelegramBotTokens(t *testing.T) {
 	got := red.String("POST /bot" + bot + "/sendMessage")
 	if strings.Contains(got, bot) || !strings.Contains(got, Mask) {
 		t.Errorf("got %q, want the bot token masked", got)
+	}
+}
+
+func TestMayHoldKeyShapeNeverHidesAMatch(t *testing.T) {
+	for _, s := range []string{
+		"sk-abcdefgh12345", "Authorization: BEARER abcdefgh1234", "x bEaReR abcdefghijk",
+		"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "/plain/path", "",
+	} {
+		if keyShapes.MatchString(s) && !mayHoldKeyShape(s) {
+			t.Errorf("%q matches a key shape but the filter skips it", s)
+		}
+	}
+}
+
+func BenchmarkRedactorPlainString(b *testing.B) {
+	red := NewRedactor("4f1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c")
+	for b.Loop() {
+		_ = red.String("/api/zimmer/usage/consume")
 	}
 }

@@ -87,10 +87,25 @@ func (r *Redactor) String(s string) string {
 		}
 	}
 	r.mu.RUnlock()
-	if keyShapes.MatchString(s) {
+	if mayHoldKeyShape(s) && keyShapes.MatchString(s) {
 		s = keyShapes.ReplaceAllString(s, Mask)
 	}
 	return s
+}
+
+// mayHoldKeyShape is a cheap filter before the regexp, which is costly on
+// every string of every log line: each key shape needs "sk-", a
+// case-insensitive "bearer", or a ':' (bot tokens).
+func mayHoldKeyShape(s string) bool {
+	if strings.Contains(s, "sk-") || strings.IndexByte(s, ':') >= 0 {
+		return true
+	}
+	for i := 0; i+6 <= len(s); i++ {
+		if (s[i]|0x20) == 'b' && strings.EqualFold(s[i:i+6], "bearer") {
+			return true
+		}
+	}
+	return false
 }
 
 // Bytes is String for byte slices, for bodies that may echo a secret.
