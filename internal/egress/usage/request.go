@@ -1,0 +1,265 @@
+package usage
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// ErrBadRequest: a request body the egress cannot read or safely change.
+var ErrBadRequest = errors.New("bad request body")
+
+// RequestInfo is what the egress reads from an OpenAI request body before
+// sending it, to size a budget reservation.
+type RequestInfo struct {
+	// Model is the "model" field, "" when absent or null.
+	Model string
+
+	// Stream is true when "stream" is true.
+	Stream bool
+
+	// MaxTokens is the largest of max_completion_tokens, max_tokens and
+	// max_output_tokens (Responses API) given, per choice; 0 when none.
+	MaxTokens int64
+
+	// N is the number of choices asked for ("n"), 1 when absent; the
+	// completion tokens of a call can reach N*MaxTokens.
+	N int64
+}
+
+// includeUsage is the stream_options member the egress adds.
+const includeUsage = `"include_usage":true`
+
+// PrepareRequest makes a streaming chat completions or completions
+// request ask the upstream for usage: when the body has "stream": true,
+// the body returned has stream_options.include_usage set to true, added
+// or changed in place, every other byte as sent. appAsked reports whether
+// the app had already asked for it (then the body is returned unchanged,
+// and the usage chunk is the app's to see). A body that does not stream
+// is returned unchanged with appAsked false.
+//
+// It is for the chat completions and completions endpoints only: the
+// Responses API reports usage in its final event without being asked.
+//
+// Keys match exactly, after JSON unescaping, as the upstream reads them.
+// A body that is not a JSON object, whose stream or stream_options have
+// an unexpected type, or that repeats one of those keys (a reader could
+// take either) is an error wrapping ErrBadRequest, and the body is
+// returned unchanged.
+func PrepareRequest(body []byte) (newBody []byte, appAsked bool, err error) {
+	out, asked, err := prepare(body)
+	if err != nil {
+		return body, false, fmt.Errorf("prepare request: %w", err)
+	}
+	return out, asked, nil
+}
+
+func prepare(body []byte) ([]byte, bool, error) {
+	ms, closing, err := object(body)
+	if err != nil {
+		return nil, false, err
+	}
+	top, err := index(ms, "stream", "stream_options")
+	if err != nil {
+		return nil, false, err
+	}
+	stream, err := boolField(body, top, "stream")
+	if err != nil || !stream {
+		return body, false, err
+	}
+
+	// No stream_options: add one before the closing brace (the object has
+	// at least the stream member, so a comma is due).
+	so, ok := top["stream_options"]
+	if !ok {
+		return splice(body, closing, closing,
+			`,"stream_options":{`+includeUsage+`}`), false, nil
+	}
+	raw := body[so.start:so.end]
+	if string(raw) == "null" {
+		return splice(body, so.start, so.end, "{"+includeUsage+"}"), false, nil
+	}
+
+	// stream_options is given: set include_usage inside it.
+	inner, innerClosing, err := object(raw)
+	if err != nil {
+		return nil, false, fmt.Errorf("stream_options: %w", err)
+	}
+	opts, err := index(inner, "include_usage")
+	if err != nil {
+		return nil, false, fmt.Errorf("stream_options: %w", err)
+	}
+	asked, err := boolField(raw, opts, "include_usage")
+	if err != nil {
+		return nil, false, fmt.Errorf("stream_options: %w", err)
+	}
+	if asked {
+		return body, true, nil
+	}
+	if iu, ok := opts["include_usage"]; ok {
+		at := so.start + iu.start
+		return splice(body, at, so.start+iu.end, "true"), false, nil
+	}
+	member := includeUsage
+	if len(inner) > 0 {
+		member = "," + member
+	}
+	at := so.start + innerClosing
+	return splice(body, at, at, member), false, nil
+}
+
+// ParseRequest reads the fields of RequestInfo from a request body. A
+// body that is not a JSON object, a field of the wrong type, a negative
+// count, n below 1, or a repeated field is an error wrapping
+// ErrBadRequest.
+func ParseRequest(body []byte) (RequestInfo, error) {
+	info, err := parseRequest(body)
+	if err != nil {
+		return RequestInfo{}, fmt.Errorf("parse request: %w", err)
+	}
+	return info, nil
+}
+
+func parseRequest(body []byte) (RequestInfo, error) {
+	ms, _, err := object(body)
+	if err != nil {
+		return RequestInfo{}, err
+	}
+	top, err := index(ms, "model", "stream", "n",
+		"max_tokens", "max_completion_tokens", "max_output_tokens")
+	if err != nil {
+		return RequestInfo{}, err
+	}
+
+	info := RequestInfo{N: 1}
+	if m, ok := top["model"]; ok && string(body[m.start:m.end]) != "null" {
+		if err := json.Unmarshal(body[m.start:m.end], &info.Model); err != nil {
+			return RequestInfo{}, fmt.Errorf("%w: model is not a string",
+				ErrBadRequest)
+		}
+	}
+	if info.Stream, err = boolField(body, top, "stream"); err != nil {
+		return RequestInfo{}, err
+	}
+	for _, key := range []string{
+		"max_tokens", "max_completion_tokens", "max_output_tokens",
+	} {
+		v, _, err := intField(body, top, key)
+		if err != nil {
+			return RequestInfo{}, err
+		}
+		info.MaxTokens = max(info.MaxTokens, v)
+	}
+	n, ok, err := intField(body, top, "n")
+	if err != nil {
+		return RequestInfo{}, err
+	}
+	if ok {
+		if n < 1 {
+			return RequestInfo{}, fmt.Errorf("%w: n below 1", ErrBadRequest)
+		}
+		info.N = n
+	}
+	return info, nil
+}
+
+// member is one member of a JSON object: its key and its value's bytes,
+// obj[start:end].
+type member struct {
+	key        string
+	start, end int
+}
+
+// object lists the members of the JSON object in obj and the offset of
+// its closing brace. Nothing but white space may follow the object.
+func object(obj []byte) ([]member, int, error) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, ErrNotObject)
+	}
+
+	var ms []member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		end := int(dec.InputOffset())
+		ms = append(ms, member{key: key, start: end - len(raw), end: end})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	closing := int(dec.InputOffset()) - 1
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, 0, fmt.Errorf("%w: data after the object", ErrBadRequest)
+	}
+	return ms, closing, nil
+}
+
+// index maps the named keys to their members, refusing repeats.
+func index(ms []member, keys ...string) (map[string]member, error) {
+	out := make(map[string]member, len(keys))
+	for _, m := range ms {
+		for _, k := range keys {
+			if m.key != k {
+				continue
+			}
+			if _, dup := out[k]; dup {
+				return nil, fmt.Errorf("%w: %q repeated", ErrBadRequest, k)
+			}
+			out[k] = m
+		}
+	}
+	return out, nil
+}
+
+// boolField reads a boolean member; absent and null read as false.
+func boolField(obj []byte, idx map[string]member, key string) (bool, error) {
+	m, ok := idx[key]
+	if !ok {
+		return false, nil
+	}
+	switch string(obj[m.start:m.end]) {
+	case "true":
+		return true, nil
+	case "false", "null":
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: %s is not a boolean", ErrBadRequest, key)
+}
+
+// intField reads a non-negative integer member; ok is false when it is
+// absent or null.
+func intField(obj []byte, idx map[string]member, key string) (int64, bool, error) {
+	m, ok := idx[key]
+	if !ok || string(obj[m.start:m.end]) == "null" {
+		return 0, false, nil
+	}
+	v, err := strconv.ParseInt(string(obj[m.start:m.end]), 10, 64)
+	if err != nil || v < 0 {
+		return 0, false, fmt.Errorf("%w: %s is not a count", ErrBadRequest, key)
+	}
+	return v, true, nil
+}
+
+// splice returns a copy of b with b[from:to] replaced by s.
+func splice(b []byte, from, to int, s string) []byte {
+	out := make([]byte, 0, len(b)-(to-from)+len(s))
+	out = append(out, b[:from]...)
+	out = append(out, s...)
+	return append(out, b[to:]...)
+}
