@@ -170,7 +170,9 @@ func appHooks(z config.Zimmer, p *proxy.Proxy) (zimmer.ProvisionHook, zimmer.KBB
 }
 
 // authWrap returns a middleware that consults the verifier current at
-// request time, so a reload that swaps tokens reaches handlers built once.
+// request time. The admin listener's handlers, built once, use it; the
+// public snapshot binds its own verifier (v.Require) so that a request is
+// served under one configuration throughout.
 func (s *Sidecar) authWrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.verifier.Load().Require(next).ServeHTTP(w, r)

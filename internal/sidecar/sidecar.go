@@ -195,7 +195,7 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 		AppURL:                cfg.App.URL.String(),
 		Passthrough:           cfg.App.Passthrough,
 		Routes:                proxyRoutes(cfg.Routes),
-		Auth:                  s.authWrap,
+		Auth:                  v.Require,
 		Ledger:                s.ledger,
 		MaxBody:               int64(cfg.Listen.MaxBody),
 		ConnectTimeout:        cfg.App.ConnectTimeout,
@@ -218,7 +218,7 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 	api, err := zimmer.New(zimmer.Options{
 		Prefixes:   cfg.Zimmer.Prefixes,
 		Ledger:     s.ledger,
-		Auth:       s.authWrap,
+		Auth:       v.Require,
 		Health:     s.monitor.Handler(),
 		Provision:  hook,
 		KB:         kb,

@@ -226,7 +226,9 @@ func TestTokenRotationWithoutRestart(t *testing.T) {
 		}
 	}
 
-	// A handler built before the swap reads the current verifier too.
+	// A handler built before the swap keeps its own snapshot's verifier:
+	// only a request that loaded the old snapshot reaches it, and it
+	// finishes under the configuration it started with.
 	hd, ok := oldSnap.api.Lookup("/usage/consume")
 	if !ok {
 		t.Fatal("the old snapshot has no consume handler")
@@ -234,7 +236,7 @@ func TestTokenRotationWithoutRestart(t *testing.T) {
 	for _, tt := range []struct {
 		token string
 		want  int
-	}{{testToken, 401}, {newToken, 200}} {
+	}{{testToken, 200}, {newToken, 401}} {
 		req := httptest.NewRequest("POST", "/usage/consume", strings.NewReader(consume))
 		req.Header.Set("X-Zimmer-Service-Token", tt.token)
 		rec := httptest.NewRecorder()
