@@ -86,11 +86,11 @@ func (f *Framer) Events() int64 { return f.events }
 // Oversize is the number of events dropped for passing the size cap.
 func (f *Framer) Oversize() int64 { return f.oversize }
 
-// Pending reports whether bytes of an unterminated event are buffered or
-// skipped: at the end of a stream, true means the stream was cut inside
-// an event.
+// Pending reports whether an unterminated line, data of an undispatched
+// event, or an oversize event being skipped is pending: at the end of a
+// stream, true means the stream was cut inside an event.
 func (f *Framer) Pending() bool {
-	return f.size > 0 || len(f.line) > 0 || f.hasData || f.skipping
+	return len(f.line) > 0 || f.hasData || f.skipping
 }
 
 // feed consumes p, line by line.
