@@ -35,7 +35,7 @@ type Event struct {
 // The content bytes of one event (line terminators not counted) are
 // capped: an event that grows past the cap is dropped without buffering
 // the rest, counted in Oversize, and framing resumes after its blank
-// line. Memory is bounded by about twice the cap.
+// line. Memory is bounded by twice the cap.
 //
 // A Framer is not safe for concurrent use.
 type Framer struct {
@@ -133,8 +133,23 @@ func (f *Framer) appendLine(b []byte) {
 		f.startSkipping(len(f.line) + len(b))
 		return
 	}
-	f.line = append(f.line, b...)
+	f.line = appendCapped(f.line, b, f.max)
 }
+
+// appendCapped appends b to buf; when buf must grow, its capacity grows
+// to at most limit (or exactly what is needed, if more), so a capped
+// buffer never holds more than its cap.
+func appendCapped(buf, b []byte, limit int) []byte {
+	if n := len(buf) + len(b); n > cap(buf) {
+		c := min(max(2*cap(buf), n, 64), max(limit, n))
+		grown := make([]byte, len(buf), c)
+		copy(grown, buf)
+		buf = grown
+	}
+	return append(buf, b...)
+}
+
+var lf = []byte{'\n'}
 
 // startSkipping drops the current event's buffers and skips to its end.
 func (f *Framer) startSkipping(lineLen int) {
@@ -192,8 +207,10 @@ func (f *Framer) field(line []byte) {
 	}
 	switch string(name) {
 	case "data":
-		f.data = append(f.data, value...)
-		f.data = append(f.data, '\n')
+		// A data line adds fewer bytes than its own content ("data"
+		// is 4 bytes), so data never outgrows the capped content.
+		f.data = appendCapped(f.data, value, f.max)
+		f.data = appendCapped(f.data, lf, f.max)
 		f.hasData = true
 	case "event":
 		f.typ = string(value)

@@ -166,7 +166,7 @@ func TestEventSizeCap(t *testing.T) {
 		if f.Oversize() != 1 || len(got) != 1 {
 			t.Fatalf("got %d oversize, %d events; want 1, 1", f.Oversize(), len(got))
 		}
-		if cap(f.line) > max || cap(f.data) > 2*max {
+		if cap(f.line) > max || cap(f.data) > max {
 			t.Errorf("buffers grew past the cap: line %d, data %d", cap(f.line), cap(f.data))
 		}
 
