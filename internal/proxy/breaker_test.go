@@ -77,7 +77,7 @@ func alternate(n int) []int {
 	for i := range out {
 		out[i] = http.StatusOK
 		if i%2 == 1 {
-			out[i] = http.StatusInternalServerError
+			out[i] = http.StatusServiceUnavailable
 		}
 	}
 	return out
@@ -96,7 +96,7 @@ func TestBreakerTrips(t *testing.T) {
 		{"consecutive 5xx", BreakerOptions{ConsecutiveFailures: 3},
 			repeat(http.StatusBadGateway, 3), 3},
 		{"a success resets the run", BreakerOptions{ConsecutiveFailures: 3},
-			[]int{500, 500, 200, 500, 500, 500}, 6},
+			[]int{503, 503, 200, 503, 503, 503}, 6},
 		{"4xx is a success", BreakerOptions{ConsecutiveFailures: 2},
 			repeat(http.StatusNotFound, 6), 0},
 		{"ratio after min requests", BreakerOptions{FailureRatio: 0.5,
@@ -104,7 +104,7 @@ func TestBreakerTrips(t *testing.T) {
 		{"ratio below", BreakerOptions{FailureRatio: 0.6, MinRequests: 10,
 			Interval: time.Hour}, alternate(12), 0},
 		{"ratio waits for min requests", BreakerOptions{FailureRatio: 0.5,
-			MinRequests: 10}, repeat(500, 9), 0},
+			MinRequests: 10}, repeat(503, 9), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +244,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 	}{
 		{"probe succeeds", http.StatusNoContent, BreakerClosed,
 			[]string{"closed>open", "open>half-open", "half-open>closed"}},
-		{"probe fails", http.StatusInternalServerError, BreakerOpen,
+		{"probe fails", http.StatusServiceUnavailable, BreakerOpen,
 			[]string{"closed>open", "open>half-open", "half-open>open"}},
 	}
 	for _, tt := range tests {
@@ -259,7 +259,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 			app := newApp(t, http.HandlerFunc(func(w http.ResponseWriter,
 				r *http.Request) {
 				if hits.Add(1) <= 2 {
-					w.WriteHeader(http.StatusInternalServerError)
+					w.WriteHeader(http.StatusServiceUnavailable)
 					return
 				}
 				<-release // the probe waits until the test lets it go
@@ -341,13 +341,13 @@ func (c *countingLedger) ledger() *fakeLedger {
 func TestBreakerOpenMeteredRouteChargesNothing(t *testing.T) {
 	t.Parallel()
 	b := newBreaker(t, BreakerOptions{ConsecutiveFailures: 2, OpenFor: time.Hour})
-	app := &sequenceApp{codes: repeat(http.StatusInternalServerError, 2)}
+	app := &sequenceApp{codes: repeat(http.StatusServiceUnavailable, 2)}
 	var counts countingLedger
 	_, front := newFront(t, newApp(t, app), Options{Breaker: b,
 		Ledger: counts.ledger(), Routes: refundRoutes()})
 	for range 2 {
-		if code, body := sendMetered(t, front.URL, ""); code != 500 {
-			t.Fatalf("failing call: got %d %s, want the app's 500", code, body)
+		if code, body := sendMetered(t, front.URL, ""); code != 503 {
+			t.Fatalf("failing call: got %d %s, want the app's 503", code, body)
 		}
 	}
 	if c, r := counts.consumes.Load(), counts.refunds.Load(); c != 2 || r != 2 {
@@ -417,12 +417,15 @@ func TestOutcome(t *testing.T) {
 		{"200", live, answer(200), nil, nil},
 		{"404", live, answer(404), nil, nil},
 		{"499", live, answer(499), nil, nil},
-		{"500", live, answer(500), nil, errFailed},
+		{"500 is the app's answer", live, answer(500), nil, nil},
+		{"501", live, answer(501), nil, nil},
+		{"502", live, answer(502), nil, errFailed},
 		{"503", live, answer(503), nil, errFailed},
+		{"504", live, answer(504), nil, errFailed},
 		{"transport error", live, nil, errors.New("refused"), errFailed},
 		{"deadline", late, nil, context.DeadlineExceeded, errFailed},
 		{"client gone", gone, nil, context.Canceled, errExcluded},
-		{"client gone after a 500", gone, answer(500), nil, errFailed},
+		{"client gone after a 503", gone, answer(503), nil, errFailed},
 	}
 	for _, tt := range tests {
 		if got := outcome(tt.req, tt.resp, tt.err); got != tt.want {
@@ -448,5 +451,22 @@ func TestNewBreakerRejects(t *testing.T) {
 		if _, err := NewBreaker(tt.opts); err == nil {
 			t.Errorf("%s: got no error", tt.name)
 		}
+	}
+}
+
+// TestBreakerIgnoresAppErrors: any client can make an app answer 500 for
+// its own bad input; that must not open the breaker and turn /health down.
+func TestBreakerIgnoresAppErrors(t *testing.T) {
+	t.Parallel()
+	b := newBreaker(t, BreakerOptions{ConsecutiveFailures: 2, OpenFor: time.Hour})
+	app := &sequenceApp{codes: repeat(http.StatusInternalServerError, 10)}
+	p, front := newFront(t, newApp(t, app), Options{Breaker: b, Passthrough: true})
+	for i := 0; i < 10; i++ {
+		if code, _, _ := do(t, newReq(t, "GET", front.URL+"/boom", nil)); code != 500 {
+			t.Fatalf("call %d: got %d, want the app's 500", i+1, code)
+		}
+	}
+	if got := p.BreakerState(); got != BreakerClosed {
+		t.Errorf("after ten 500s: got state %s, want closed", got)
 	}
 }

@@ -44,16 +44,24 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// outcome classifies a call for the breaker: nil for an answer below
-// 500, errExcluded when the client went away first, else errFailed.
+// outcome classifies a call for the breaker: errFailed when the app could
+// not be reached or timed out, or answered 502, 503 or 504 (it or its own
+// upstream is unavailable); errExcluded when the client went away first;
+// nil otherwise. An app's own 500 is an answer about one request, not a
+// sign the app is down: counting it would let any anonymous client that
+// can provoke five 500s open the breaker and turn /health down.
 func outcome(req *http.Request, resp *http.Response, err error) error {
 	switch {
-	case err == nil && resp.StatusCode < 500:
-		return nil
 	case err != nil && errors.Is(req.Context().Err(), context.Canceled):
 		return errExcluded
+	case err != nil:
+		return errFailed
 	}
-	return errFailed
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return errFailed
+	}
+	return nil
 }
 
 // send makes the call, and once more when retryable says it may.
