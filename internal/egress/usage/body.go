@@ -3,6 +3,7 @@ package usage
 import (
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -25,12 +26,16 @@ const readBufSize = 32 << 10
 // bytes are held, at most about three times MaxEventBytes.
 //
 // Read and Drain must not be called concurrently with each other; Close
-// and Result may be called from any goroutine at any time.
+// and Result may be called from any goroutine at any time. Close waits
+// for a Read or Drain in progress to return, so the bytes it got are
+// metered; the upstream's Close must unblock a pending read (the body of
+// an http.Response does).
 type Body struct {
 	src   io.ReadCloser
 	meter *Meter
 	strip bool
 	eof   atomic.Bool
+	rmu   sync.Mutex // held by Read and Drain; Close waits for it
 
 	// Stripping state, owned by the reading goroutine.
 	buf     []byte // upstream read buffer
@@ -65,6 +70,8 @@ func NewBody(src io.ReadCloser, opts Options) *Body {
 
 // Read reads the answer as the app should see it.
 func (b *Body) Read(p []byte) (int, error) {
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
 	if !b.strip {
 		n, err := b.src.Read(p)
 		b.meter.Write(p[:n])
@@ -169,6 +176,8 @@ func (b *Body) end(err error) {
 // io.EOF is not an error. Bound it in time by calling Close from another
 // goroutine, which ends a blocked upstream read.
 func (b *Body) Drain(limit int64) (int64, error) {
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
 	b.out, b.off, b.held = b.out[:0], 0, b.held[:0]
 	if b.err != nil {
 		return 0, nil
@@ -211,7 +220,9 @@ func (b *Body) Drain(limit int64) (int64, error) {
 // is counted as truncated.
 func (b *Body) Close() error {
 	err := b.src.Close()
+	b.rmu.Lock()
 	_ = b.meter.Close()
+	b.rmu.Unlock()
 	return err
 }
 

@@ -252,3 +252,31 @@ func TestC2UsageAskedAndStripped(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyCloseWhileReading closes a Body whose upstream read is
+// blocked, as a drain deadline would, while another goroutine reads
+// the Result.
+func TestBodyCloseWhileReading(t *testing.T) {
+	t.Parallel()
+	for _, strip := range []bool{false, true} {
+		pr, pw := io.Pipe()
+		b := NewBody(pr, Options{Stream: true, StripUsageChunk: strip})
+		done := make(chan error)
+		go func() {
+			_, err := b.Drain(1 << 20)
+			done <- err
+		}()
+		_, _ = io.WriteString(pw, "data: {\"model\":\"m\",\"choices\":[]}\n\ndata: {\"cho")
+		_ = b.Result()
+		if err := b.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if err := <-done; !errors.Is(err, io.ErrClosedPipe) {
+			t.Errorf("strip %v: drain got %v, want a closed pipe error", strip, err)
+		}
+		r := b.Result()
+		if !r.Truncated || r.EOF || r.Usage.Model != "m" || r.Events != 1 {
+			t.Errorf("strip %v: got %+v, want truncated, no EOF, model m, 1 event", strip, r)
+		}
+	}
+}

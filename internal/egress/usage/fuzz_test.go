@@ -162,3 +162,23 @@ func FuzzPrepareRequest(f *testing.F) {
 		_, _ = ParseRequest(data)
 	})
 }
+
+// FuzzEventUsage checks the meter's fast path: an event that
+// mayHoldUsage passes over never carries a usage the full decoding
+// would find.
+func FuzzEventUsage(f *testing.F) {
+	f.Add([]byte(`{"choices":[{"delta":{"content":"you"}}],"usage":null}`))
+	f.Add([]byte(`{"choices":[],"usage":{"total_tokens":1}}`))
+	f.Add([]byte(`{"USAGE":{"total_tokens":1}}`))
+	f.Add([]byte(`{"us\u0061ge":{"total_tokens":1}}`))
+	f.Add([]byte(`{"usage":null,"usage":{"total_tokens":1}}`))
+	f.Add([]byte(`{"response":{"usage":{"input_tokens":1}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if mayHoldUsage(data) {
+			return
+		}
+		if u, _, err := chunkUsage(data); err == nil && u.Found {
+			t.Fatalf("fast path would miss usage %+v in %q", u, data)
+		}
+	})
+}

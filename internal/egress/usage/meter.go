@@ -2,6 +2,8 @@ package usage
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -170,6 +172,16 @@ func (m *Meter) observe(ev Event) {
 		return
 	}
 
+	// Most events are content deltas: once the model is known, an event
+	// that cannot name a usage is only checked to be a JSON object.
+	if m.res.Usage.Model != "" && !mayHoldUsage(data) {
+		if data[0] != '{' || !json.Valid(data) {
+			n := m.framer.Events()
+			m.fail(fmt.Errorf("event %d: %w", n, errNotJSONObject))
+		}
+		return
+	}
+
 	u, usageOnly, err := chunkUsage(data)
 	if err != nil {
 		n := m.framer.Events()
@@ -184,7 +196,7 @@ func (m *Meter) observe(ev Event) {
 		m.usageOnly = usageOnly
 		return
 	}
-	if u.Model != "" && !m.res.Usage.Found {
+	if m.res.Usage.Model == "" && !m.res.Usage.Found {
 		m.res.Usage.Model = u.Model
 	}
 }
@@ -202,3 +214,39 @@ func (m *Meter) fail(err error) {
 		m.res.Err = err
 	}
 }
+
+var errNotJSONObject = errors.New("decode event: not a JSON object")
+
+// mayHoldUsage reports whether data could name a non-null "usage"
+// member as encoding/json would read it: the word in any case, or any \u
+// escape (which could spell it). The exact form "usage":null, which
+// OpenAI puts in every chunk of a stream that reports usage, is no usage.
+func mayHoldUsage(data []byte) bool {
+	for i := 0; i+5 <= len(data); i++ {
+		j := bytes.IndexAny(data[i:], "uU\\")
+		if j < 0 {
+			return false
+		}
+		i += j
+		if data[i] == '\\' {
+			if i+1 < len(data) && data[i+1] == 'u' {
+				return true
+			}
+			continue
+		}
+		if i+5 > len(data) || !bytes.EqualFold(data[i:i+5], usageWord) {
+			continue
+		}
+		if i > 0 && data[i-1] == '"' && bytes.HasPrefix(data[i:], usageNull) {
+			i += len(usageNull) - 1
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+var (
+	usageWord = []byte("usage")
+	usageNull = []byte(`usage":null`)
+)

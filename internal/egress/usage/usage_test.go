@@ -253,3 +253,25 @@ func TestMeterWriteAfterCloseIgnored(t *testing.T) {
 		t.Errorf("got %+v, want nothing read after Close", r)
 	}
 }
+
+func TestMayHoldUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		data string
+		want bool
+	}{
+		{`{"choices":[{"delta":{"content":"you use it"}}],"usage":null}`, false},
+		{`{"choices":[],"usage":{"total_tokens":1}}`, true},
+		{`{"Usage":{"total_tokens":1}}`, true},
+		{`{"us\u0061ge":{}}`, true},
+		{`{"usage" : null}`, true}, // not the exact form: decoded
+		{`{"usage":null,"usage":{}}`, true},
+		{`{"x":"a\"b"}`, false},
+		{`{"type":"response.output_text.delta","delta":"Hi"}`, false},
+	}
+	for _, tt := range tests {
+		if got := mayHoldUsage([]byte(tt.data)); got != tt.want {
+			t.Errorf("mayHoldUsage(%s): got %v, want %v", tt.data, got, tt.want)
+		}
+	}
+}
