@@ -1,0 +1,180 @@
+package validate
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// repoRoot is the main module's directory.
+var repoRoot = filepath.Join("..", "..")
+
+// sidecarBinary builds cmd/zimmer-sidecar once per test run.
+var sidecarBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "zimmer-sidecar-validate")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "zimmer-sidecar")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/zimmer-sidecar")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", &buildError{err, out}
+	}
+	return bin, nil
+})
+
+type buildError struct {
+	err error
+	out []byte
+}
+
+func (e *buildError) Error() string {
+	return "build zimmer-sidecar: " + e.err.Error() + "\n" + string(e.out)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin, err := sidecarBinary(); err == nil {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+	os.Exit(code)
+}
+
+// TestSidecarAcceptsConfig runs the sidecar's own check-config on the
+// configuration each deployment gives it: the ConfigMap's file with the
+// container's environment. Secret files are copied to a temporary
+// directory and the token references pointed there; the DSN, which comes
+// from a Secret outside the chart, gets a stand-in (check-config connects
+// to nothing).
+func TestSidecarAcceptsConfig(t *testing.T) {
+	bin, err := sidecarBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		bundle func(t *testing.T) *Bundle
+	}{
+		{"manifests", loadManifests},
+		{"chart default", func(t *testing.T) *Bundle { return render(t, withToken(nil)) }},
+		{"chart replicas on postgres", func(t *testing.T) *Bundle {
+			return render(t, withToken(map[string]any{
+				"replicas": 2,
+				"ledger": map[string]any{"backend": "postgres",
+					"dsnSecret": map[string]any{"name": "db"}},
+				"persistence": map[string]any{"enabled": false},
+			}))
+		}},
+		{"chart acme", func(t *testing.T) *Bundle {
+			return render(t, withToken(map[string]any{
+				"sidecar": map[string]any{"ports": map[string]any{"http": 8081}},
+				"config": strings.Replace(chartConfig(t), `mode = "off"`,
+					"mode = \"acme\"\nnames = [\"automation.example.com\"]", 1),
+			}))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.bundle(t)
+			p := inspect(t, b)
+			dir := t.TempDir()
+			config := filepath.Join(dir, "config.toml")
+			if err := os.WriteFile(config, []byte(p.ConfigText), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "check-config", config)
+			cmd.Env = checkEnv(t, b, p, dir)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("check-config: %v\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), ": ok") {
+				t.Errorf("check-config said %q, want ok", out.String())
+			}
+		})
+	}
+}
+
+// TestSidecarRejectsBrokenConfig: the same run fails on a config the
+// sidecar refuses, so a pass above means something.
+func TestSidecarRejectsBrokenConfig(t *testing.T) {
+	bin, err := sidecarBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := loadManifests(t)
+	p := inspect(t, b)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.toml")
+	text := strings.Replace(p.ConfigText, "[app]\n", "[app]\nretries = 3\n", 1)
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "check-config", config)
+	cmd.Env = checkEnv(t, b, p, dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "app.retries") {
+		t.Errorf("check-config: got %v, %q; want a failure naming app.retries", err, out)
+	}
+}
+
+// checkEnv returns the environment check-config runs with: this process's
+// without ZIMMER_ variables, then the sidecar container's.
+func checkEnv(t *testing.T, b *Bundle, p *Pod, dir string) []string {
+	t.Helper()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ZIMMER_") {
+			env = append(env, kv)
+		}
+	}
+	for _, e := range p.Sidecar.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env = append(env, e.Name+"="+e.Value)
+		case e.Name == "ZIMMER_LEDGER_DSN":
+			env = append(env, e.Name+"=postgres://zimmer@127.0.0.1:1/zimmer")
+		default:
+			t.Fatalf("env %s: no stand-in for its valueFrom", e.Name)
+		}
+	}
+	var tokens []string
+	for _, ref := range p.Config.Tokens {
+		file, ok := strings.CutPrefix(ref, "file:")
+		if !ok {
+			tokens = append(tokens, ref)
+			continue
+		}
+		tokens = append(tokens, "file:"+copySecretFile(t, b, p, file, dir))
+	}
+	return append(env, "ZIMMER_SIDECAR_AUTH__TOKENS="+strings.Join(tokens, ","))
+}
+
+// copySecretFile writes the Secret file that file names into dir and
+// returns the copy's path.
+func copySecretFile(t *testing.T, b *Bundle, p *Pod, file, dir string) string {
+	t.Helper()
+	m, v := p.MountFor(p.Sidecar, file)
+	if m == nil || v == nil || v.Secret == nil {
+		t.Fatalf("%s is on no Secret volume", file)
+	}
+	s := b.Secret(v.Secret.SecretName)
+	if s == nil {
+		t.Fatalf("Secret %s is not in the bundle", v.Secret.SecretName)
+	}
+	value, ok := SecretValue(s, filepath.Base(file))
+	if !ok {
+		t.Fatalf("Secret %s has no key %s", s.Name, filepath.Base(file))
+	}
+	out := filepath.Join(dir, "secret-"+filepath.Base(file))
+	if err := os.WriteFile(out, []byte(value), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
