@@ -40,6 +40,11 @@ const msgKeyUsed = "Idempotency-Key was already used for a completed call; " +
 // shows the debit; an operator may make it good with a credit.
 var ErrRefundFailed = errors.New("refund of a failed call")
 
+// ErrShutdown is the cause the sidecar cancels request contexts with when
+// its drain runs out of time. A metered call cut that way was cut by the
+// sidecar, not abandoned by its client, so its charge is refunded.
+var ErrShutdown = errors.New("sidecar shut down before the call finished")
+
 // errKeySpent: a client key was charged maxCharges times, each refunded.
 var errKeySpent = errors.New("idempotency key spent on failed calls")
 
@@ -142,6 +147,11 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 			IdempotencyKey:   key,
 		})
 		if err != nil {
+			// The debit may have committed though the answer was lost;
+			// nothing is forwarded, so settle refunds whatever is there.
+			if key != "" && mayHaveCommitted(err) {
+				st.user, st.debit, st.uncertain = user, key, true
+			}
 			p.meterError(w, r, err)
 			return
 		}
@@ -209,7 +219,8 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	if st.debit == "" || (status > 0 && status < 500) {
 		return
 	}
-	if status == 0 && clientGone(r) {
+	if status == 0 && clientGone(r) && !st.uncertain &&
+		!errors.Is(context.Cause(r.Context()), ErrShutdown) {
 		return
 	}
 
@@ -219,11 +230,17 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), refundTimeout)
 	defer cancel()
+	if st.uncertain {
+		reason = "charge outcome unknown; nothing forwarded"
+	}
 	_, err := p.ledger.Refund(ctx, metering.RefundRequest{
 		UserAutomationID: st.user,
 		IdempotencyKey:   st.debit,
 		Reason:           reason,
 	})
+	if st.uncertain && errors.Is(err, metering.ErrUnknownDebit) {
+		return // the failed charge did not commit: nothing to give back
+	}
 	if err != nil && p.onError != nil {
 		p.onError(r, fmt.Errorf("meter: %w: %w", ErrRefundFailed, err))
 	}
@@ -366,4 +383,18 @@ func (f *inflight) release(key string) {
 	f.mu.Lock()
 	delete(f.keys, key)
 	f.mu.Unlock()
+}
+
+// mayHaveCommitted reports whether a failed charge could still have been
+// written: not when the ledger refused it for a known reason.
+func mayHaveCommitted(err error) bool {
+	for _, definite := range []error{
+		metering.ErrClosed, metering.ErrUnknownAccount, metering.ErrInvalidUnits,
+		metering.ErrIdempotencyConflict, metering.ErrInvalidIdempotencyKey, errKeySpent,
+	} {
+		if errors.Is(err, definite) {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +54,8 @@ func (f *fakeLedger) Journal(context.Context, uint64, int,
 func (f *fakeLedger) Refund(ctx context.Context,
 	req metering.RefundRequest) (metering.Account, error) {
 	if f.refund == nil {
-		return metering.Account{}, errNotFaked
+		// What a real ledger says when the charge never committed.
+		return metering.Account{}, metering.ErrUnknownDebit
 	}
 	return f.refund(ctx, req)
 }
@@ -313,5 +315,73 @@ func TestMeterAfterAuth(t *testing.T) {
 	}
 	if n := len(state.requests()); n != 0 {
 		t.Errorf("an unauthenticated request reached the ledger %d times", n)
+	}
+}
+
+// TestSettleRefundsCallsCutByShutdown: a drain that runs out of time
+// cancels requests with ErrShutdown; the sidecar cut those calls, so the
+// charge goes back even though the request context is cancelled.
+func TestSettleRefundsCallsCutByShutdown(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		cause error
+		want  bool
+	}{
+		{"client gone", context.Canceled, false},
+		{"sidecar shut down", ErrShutdown, true},
+	} {
+		var refunds []metering.RefundRequest
+		p := &Proxy{ledger: &fakeLedger{refund: func(_ context.Context,
+			req metering.RefundRequest) (metering.Account, error) {
+			refunds = append(refunds, req)
+			return metering.Account{}, nil
+		}}}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(tt.cause)
+		r := httptest.NewRequest("POST", "/chat", nil).WithContext(ctx)
+		p.settle(r, &reqState{charged: true, user: 7, debit: "k"}, 0)
+		if got := len(refunds) == 1; got != tt.want {
+			t.Errorf("%s: refunded %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestUncertainChargeIsRefunded: a charge that failed in a way that may
+// have committed (a lost database reply) is refunded, since nothing was
+// forwarded; a definite refusal is not.
+func TestUncertainChargeIsRefunded(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"lost reply", errors.New("conn closed during commit"), true},
+		{"unknown account", metering.ErrUnknownAccount, false},
+		{"closed", metering.ErrClosed, false},
+	} {
+		var refunds []metering.RefundRequest
+		l := &fakeLedger{
+			consume: func(context.Context, metering.ConsumeRequest) (metering.ConsumeResult, error) {
+				return metering.ConsumeResult{}, tt.err
+			},
+			refund: func(_ context.Context, req metering.RefundRequest) (metering.Account, error) {
+				refunds = append(refunds, req)
+				return metering.Account{}, metering.ErrUnknownDebit
+			},
+		}
+		app := newApp(t, &sequenceApp{codes: []int{200}})
+		_, front := newFront(t, app, Options{Ledger: l, Routes: []Route{{Path: "/chat",
+			Meter: &Meter{Units: 1, UsageType: "chat",
+				User: UserSource{From: FromHeader, Name: "X-Tenant"}}}}})
+		req := newReq(t, "POST", front.URL+"/chat", nil)
+		req.Header.Set("X-Tenant", "7")
+		if code, _, _ := do(t, req); code < 400 {
+			t.Fatalf("%s: got %d, want a failure", tt.name, code)
+		}
+		if got := len(refunds) == 1; got != tt.want {
+			t.Errorf("%s: refund tried %v, want %v (%+v)", tt.name, got, tt.want, refunds)
+		}
 	}
 }

@@ -316,6 +316,10 @@ type reqState struct {
 	debit   string // ledger key of this request's own debit, "" if none
 	held    string // client key held in Proxy.inflight, "" if none
 	settled bool   // settle ran: refund decided, key released
+	// uncertain: the charge failed in a way that may have committed (a
+	// lost reply from a database); nothing was forwarded, so settle
+	// refunds whatever may be there.
+	uncertain bool
 }
 
 // stateOf returns the request's state, nil outside ServeHTTP.

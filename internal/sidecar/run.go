@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/proxy"
 )
 
 // Run serves until ctx is cancelled, then shuts down in order: readiness
@@ -44,7 +46,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 
-	// 4. Serve every listener.
+	// 4. Serve every listener. Request contexts descend from base, which a
+	// drain that runs out of time cancels with proxy.ErrShutdown, so cut
+	// calls are told from clients that left (their charge is refunded).
+	base, cut := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cut(nil)
+	s.base = base
 	public := s.server(s.Handler())
 	servers := []*http.Server{public}
 	errc := make(chan error, 3)
@@ -97,6 +104,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer cancel()
 	for _, srv := range servers {
 		if err := srv.Shutdown(grace); err != nil {
+			cut(proxy.ErrShutdown)
 			_ = srv.Close()
 			if runErr == nil {
 				runErr = fmt.Errorf("drain did not finish within %s: %w",
@@ -105,8 +113,18 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 	}
 
-	// 7. Handlers cut off by a forced close may still be settling with the
-	// ledger (refunds); give them a bounded moment before it closes.
+	// 7. Shutdown does not wait for upgraded (WebSocket) connections: their
+	// handlers get what is left of the grace period, then are cut.
+	if !waitUntil(grace, &s.inflight) {
+		cut(proxy.ErrShutdown)
+		if runErr == nil {
+			runErr = fmt.Errorf("drain did not finish within %s: upgraded "+
+				"connections still open", s.cfg.Listen.ShutdownGrace)
+		}
+	}
+
+	// 8. Handlers cut off may still be settling with the ledger (refunds);
+	// give them a bounded moment before it closes.
 	if !waitTimeout(&s.inflight, 5*time.Second) {
 		s.log.Error("handlers still running after the drain; closing the ledger")
 	}
@@ -114,6 +132,23 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Info("drained")
 	}
 	return runErr
+}
+
+// waitUntil waits for wg until ctx ends and reports whether it finished.
+func waitUntil(ctx context.Context, wg *sync.WaitGroup) bool {
+	d := time.Until(deadlineOf(ctx))
+	if d <= 0 {
+		return waitTimeout(wg, 0)
+	}
+	return waitTimeout(wg, d)
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Now()
+	}
+	return d
 }
 
 // waitTimeout waits for wg up to d and reports whether it finished.

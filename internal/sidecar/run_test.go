@@ -203,3 +203,46 @@ func TestRunListenerConflict(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainTimeoutRefundsCutCalls: a metered call that the drain cuts off
+// was cut by the sidecar, not abandoned by its client: its charge goes
+// back to the balance it came from.
+func TestDrainTimeoutRefundsCutCalls(t *testing.T) {
+	t.Parallel()
+	h := startHarness(t, params{grace: "100ms", extra: `
+[[route]]
+path = "/slow/*"
+protect = true
+meter = { units = 2, usage_type = "slow", user = "header:X-Tenant" }
+`})
+	h.waitReady()
+	a := h.do("POST", h.publicURL()+"/provision", `{"user_automation_id":7,"user_id":1}`,
+		withToken(testToken))
+	if a.status != http.StatusOK {
+		t.Fatalf("provision: %d %s", a.status, a.body)
+	}
+	out := make(chan result, 1)
+	go func() {
+		hdr := withToken(testToken)
+		hdr.Set("X-Tenant", "7")
+		a, err := h.try("GET", h.publicURL()+"/slow/cut", "", hdr)
+		out <- result{a, err}
+	}()
+	select {
+	case <-h.app.entered:
+	case <-time.After(waitLimit):
+		t.Fatal("the metered call never reached the app")
+	}
+
+	if err := h.stop(); err == nil {
+		t.Fatal("Run: got nil, want a drain timeout error")
+	}
+	<-out
+	acct, err := reopen(t, h.cfg.Ledger.Path).Account(context.Background(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.DemoTokens != 5 {
+		t.Errorf("got demo %d after the cut call, want all 5 back", acct.DemoTokens)
+	}
+}

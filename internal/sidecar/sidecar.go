@@ -76,6 +76,10 @@ type Sidecar struct {
 	adminLn  net.Listener
 	httpLn   net.Listener // tls.http: ACME challenges and redirects
 
+	// base is the parent of every request context once Run serves; a
+	// drain that runs out of time cancels it with proxy.ErrShutdown.
+	base context.Context
+
 	// inflight counts public requests being served, so the ledger is
 	// closed only after the last handler that might write to it returned.
 	inflight sync.WaitGroup
@@ -433,5 +437,11 @@ func (s *Sidecar) server(h http.Handler) *http.Server {
 		// net/http's own error lines (bad handshakes, panics) go to the
 		// structured log.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context {
+			if s.base != nil {
+				return s.base
+			}
+			return context.Background()
+		},
 	}
 }
