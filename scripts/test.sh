@@ -50,6 +50,14 @@ log "go test"
 # -count=1: never report a cached pass for tests that start real processes.
 go test -race -count=1 -timeout 30m ./...
 
+log "deploy"
+# The Kubernetes manifests and the Helm chart, checked by a module of its
+# own (deploy/validate: Kubernetes and Helm stay out of the binary, and
+# ./... above does not enter it); the first run downloads its modules.
+# Then the Dockerfile's lint (a pinned linter from npm).
+(cd deploy/validate && go vet ./... && go test -count=1 ./...)
+deploy/lint-dockerfile.sh
+
 log "fuzz"
 # Every fuzz target for a few seconds: 33 targets at 3 s take about 3.5
 # minutes on a 2-core machine, and FUZZ_TOTAL keeps the step near 5
