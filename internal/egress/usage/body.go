@@ -109,7 +109,10 @@ func (b *Body) process(c []byte) {
 
 	// A "\n" opening this chunk completes the "\r\n" that ended the last
 	// event: it goes where that event went.
-	if b.afterCR && len(c) > 0 && c[0] == '\n' {
+	if len(c) == 0 {
+		return
+	}
+	if b.afterCR && c[0] == '\n' {
 		if !b.dropped {
 			b.out = append(b.out, '\n')
 		}

@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
 // splitBy cuts data into pieces whose lengths come from cuts (each byte
-// a length of 1-16), the last piece taking the rest.
+// a length of 0-16: an empty piece is an empty read), the last piece
+// taking the rest.
 func splitBy(data, cuts []byte) [][]byte {
 	var out [][]byte
 	for _, c := range cuts {
-		n := int(c%16) + 1
+		n := int(c % 17)
 		if n >= len(data) {
 			break
 		}
@@ -179,6 +181,59 @@ func FuzzEventUsage(f *testing.F) {
 		}
 		if u, _, err := chunkUsage(data); err == nil && u.Found {
 			t.Fatalf("fast path would miss usage %+v in %q", u, data)
+		}
+	})
+}
+
+// FuzzStrip builds streams from a plan of events and line ends, so the
+// output a stripping Body must give is known without the framer: every
+// event's bytes, in order, except the usage-only chunks.
+func FuzzStrip(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5}, []byte{1, 2, 3})
+	f.Add([]byte{6, 7, 8, 9, 10, 11, 12, 13, 14}, []byte{0})
+	f.Add([]byte{3, 3, 4, 4, 5, 5}, []byte{15, 15, 0, 0})
+	f.Fuzz(func(t *testing.T, plan, cuts []byte) {
+		const max = 160
+		eols := []string{"\n", "\r", "\r\n"}
+		var stream, want strings.Builder
+		usages := 0
+		for _, p := range plan {
+			eol := eols[int(p)%3]
+			var ev string
+			usageOnly := false
+			switch (p / 3) % 5 {
+			case 0:
+				ev = `data: {"model":"m","choices":[{"index":0}],"usage":null}` + eol + eol
+			case 1:
+				ev = c1Head + c1Tail + eol + eol
+				usageOnly = true
+			case 2:
+				ev = ": ping" + eol + eol
+			case 3:
+				ev = "data: " + strings.Repeat("x", 2*max) + eol + eol
+			case 4:
+				ev = "data: [DONE]" + eol + eol
+			}
+			stream.WriteString(ev)
+			if usageOnly {
+				usages++
+			} else {
+				want.WriteString(ev)
+			}
+		}
+
+		var pieces []string
+		for _, p := range splitBy([]byte(stream.String()), cuts) {
+			pieces = append(pieces, string(p))
+		}
+		b := NewBody(newChunkReader(pieces...),
+			Options{Stream: true, StripUsageChunk: true, MaxEventBytes: max})
+		if got := readBody(t, b); got != want.String() {
+			t.Fatalf("got %q, want %q", got, want.String())
+		}
+		r := b.Result()
+		if r.Stripped != int64(usages) || r.Usage.Found != (usages > 0) {
+			t.Fatalf("got %+v, want %d stripped", r, usages)
 		}
 	})
 }

@@ -22,15 +22,17 @@ func newChunkReader(chunks ...string) *chunkReader {
 	return r
 }
 
+// An empty chunk is a read of 0 bytes and no error, which io.Reader
+// allows.
 func (r *chunkReader) Read(p []byte) (int, error) {
-	for len(r.chunks) > 0 && len(r.chunks[0]) == 0 {
-		r.chunks = r.chunks[1:]
-	}
 	if len(r.chunks) == 0 {
 		return 0, io.EOF
 	}
 	n := copy(p, r.chunks[0])
 	r.chunks[0] = r.chunks[0][n:]
+	if len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
 	return n, nil
 }
 
