@@ -131,7 +131,7 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 		// A call that ends with no answer noted (a panic before one) is
 		// settled as unanswered here.
 		if client {
-			if !p.inflight.hold(key) {
+			if !p.guard.hold(key) {
 				httpx.Error(w, http.StatusConflict, msgKeyBusy)
 				return
 			}
@@ -214,7 +214,7 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	}
 	st.settled = true
 	if st.held != "" {
-		defer p.inflight.release(st.held)
+		defer p.guard.release(st.held)
 	}
 	if st.debit == "" || (status > 0 && status < 500) {
 		return
@@ -348,17 +348,21 @@ func boundKey(k string) string {
 	return "route sha256 " + hex.EncodeToString(sum[:])
 }
 
-// inflight holds the ledger keys of client-keyed calls in flight. The
-// zero value is ready; it is safe for concurrent use.
+// KeyGuard holds the ledger keys of client-keyed metered calls in flight.
+// The zero value is ready; it is safe for concurrent use. The sidecar
+// keeps one for its lifetime and gives it to every Proxy a reload builds,
+// so a reload does not forget a call in flight.
 //
 // It keeps two calls from sharing one debit: while a call is in flight,
 // its debit may still be refunded, and a second call with the key would
 // either find the charge standing (409) or refunded (charged anew) only by
 // the race's luck. The guard covers one process, which is all of a bolt
 // ledger (the file is locked by one process).
-// TODO(zimmer-sidecar): a ledger shared by several sidecars (the planned
-// postgres backend) needs the guard in the ledger, e.g. a debit that is
-// held until its call settles.
+// TODO(zimmer-sidecar): a PostgreSQL ledger shared by several sidecars
+// needs the guard in the ledger, e.g. a debit held until its call settles;
+// until then two replicas can each serve one call under the same key.
+type KeyGuard = inflight
+
 type inflight struct {
 	mu   sync.Mutex
 	keys map[string]struct{}

@@ -108,6 +108,10 @@ type Options struct {
 	// *OpenError, all without contacting the app. Several Proxies may
 	// share one Breaker (a reload keeps its state). Nil: no breaker.
 	Breaker *Breaker
+	// Guard holds the client keys of metered calls in flight. Several
+	// Proxies should share one (a reload must not forget a call in
+	// flight). Nil: a Guard of this Proxy's own.
+	Guard *KeyGuard
 	// NoRetry turns off the one retry of an idempotent call (GET, HEAD,
 	// OPTIONS, PUT, DELETE) with a replayable body whose connection was
 	// refused, reset or closed before the app answered.
@@ -139,7 +143,7 @@ type Proxy struct {
 	answerLimit int64
 	requestID   func(context.Context) string
 	onError     func(*http.Request, error)
-	inflight    inflight // client idempotency keys of metered calls
+	guard       *KeyGuard // client idempotency keys of metered calls in flight
 
 	stripAuthorization func(*http.Request)
 }
@@ -159,8 +163,12 @@ func New(opts Options) (*Proxy, error) {
 		requestID:   opts.RequestID,
 		onError:     opts.OnError,
 		breaker:     opts.Breaker,
+		guard:       opts.Guard,
 
 		stripAuthorization: opts.StripAuthorization,
+	}
+	if p.guard == nil {
+		p.guard = new(KeyGuard)
 	}
 	p.transport = newTransport(opts)
 	p.app = &appTransport{

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/health"
@@ -616,4 +617,48 @@ func TestMergeConfig(t *testing.T) {
 			t.Errorf("%s: mergeConfig modified its argument", tt.env)
 		}
 	}
+}
+
+// TestReloadKeepsKeysInFlight: a reload builds a new proxy, but a metered
+// call in flight still holds its Idempotency-Key: a retry with that key
+// hears "in progress", not that a call which may yet fail has completed.
+func TestReloadKeepsKeysInFlight(t *testing.T) {
+	t.Parallel()
+	slowRoute := `
+[[route]]
+path = "/slow/*"
+protect = true
+meter = { units = 1, usage_type = "slow", user = "header:X-Tenant" }
+`
+	h := startHarness(t, params{extra: slowRoute})
+	h.waitReady()
+	h.do("POST", h.publicURL()+"/provision", `{"user_automation_id":7,"user_id":1}`,
+		withToken(testToken))
+	hdr := withToken(testToken)
+	hdr.Set("X-Tenant", "7")
+	hdr.Set("Idempotency-Key", "k1")
+	first := make(chan result, 1)
+	go func() {
+		a, err := h.try("GET", h.publicURL()+"/slow/first", "", hdr)
+		first <- result{a, err}
+	}()
+	select {
+	case <-h.app.entered:
+	case <-time.After(waitLimit):
+		t.Fatal("the first call never reached the app")
+	}
+
+	// A real change, so the reload builds a new proxy.
+	if err := h.sc.Reload(parseConfig(t, params{extra: slowRoute,
+		ledger: h.cfg.Ledger.Path, appURL: h.cfg.App.URL.String(),
+		env: []string{"ZIMMER_SIDECAR_APP__CONNECT_TIMEOUT=3s"}})); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	a := h.do("GET", h.publicURL()+"/slow/again", "", hdr)
+	if a.status != http.StatusConflict || !strings.Contains(a.body, "in progress") {
+		t.Errorf("retry during the first call: got %d %s, want 409 in progress",
+			a.status, a.body)
+	}
+	h.app.unblock()
+	<-first
 }

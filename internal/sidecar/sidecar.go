@@ -66,8 +66,10 @@ type Sidecar struct {
 	monitor *health.Monitor
 	breaker *proxy.Breaker // the app's; nil when disabled (breaker.go)
 	stats   *status.Stats  // per-endpoint figures for /status; outlive reloads
-	started time.Time
-	ready   health.Readiness
+	// keyGuard holds metered calls' client keys in flight across reloads.
+	keyGuard proxy.KeyGuard
+	started  time.Time
+	ready    health.Readiness
 
 	verifier atomic.Pointer[auth.Verifier]
 	current  atomic.Pointer[snapshot]
@@ -206,6 +208,7 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 		ResponseHeaderTimeout: cfg.App.ResponseHeaderTimeout,
 		MaxIdleConns:          cfg.App.MaxIdleConns,
 		Breaker:               s.breaker,
+		Guard:                 &s.keyGuard,
 		RequestID:             logging.RequestID,
 		StripAuthorization:    v.StripServiceBearer,
 		OnError:               s.proxyError,
