@@ -278,7 +278,7 @@ func (d *docScanner) finish() {
 	case d.target == targetModel:
 		var m *string
 		if err := json.Unmarshal(d.buf, &m); err != nil {
-			d.fail(fmt.Errorf("decode model: %w", err))
+			d.fail(fmt.Errorf("decode model: %w", jsonErr(err)))
 			d.st = docAfterVal
 			return
 		}

@@ -180,7 +180,7 @@ func object(obj []byte) ([]member, int, error) {
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, jsonErr(err))
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, ErrNotObject)
@@ -190,18 +190,18 @@ func object(obj []byte) ([]member, int, error) {
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, jsonErr(err))
 		}
 		key, _ := tok.(string)
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+			return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, jsonErr(err))
 		}
 		end := int(dec.InputOffset())
 		ms = append(ms, member{key: key, start: end - len(raw), end: end})
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadRequest, jsonErr(err))
 	}
 	closing := int(dec.InputOffset()) - 1
 	if _, err := dec.Token(); err != io.EOF {

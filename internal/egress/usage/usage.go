@@ -77,11 +77,24 @@ func first(a, b *int64) (int64, bool) {
 	return 0, false
 }
 
+// errSyntax replaces encoding/json's syntax errors, whose text quotes a
+// byte of the input, so that no error of this package holds input bytes.
+var errSyntax = errors.New("invalid JSON")
+
+// jsonErr returns err without input bytes in its text.
+func jsonErr(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%w at offset %d", errSyntax, se.Offset)
+	}
+	return err
+}
+
 // decodeUsage decodes a raw usage value; null means no usage.
 func decodeUsage(raw []byte, model string) (Usage, error) {
 	var w *wireUsage
 	if err := json.Unmarshal(raw, &w); err != nil {
-		return Usage{}, fmt.Errorf("decode usage: %w", err)
+		return Usage{}, fmt.Errorf("decode usage: %w", jsonErr(err))
 	}
 	if w == nil {
 		return Usage{}, nil
@@ -118,7 +131,7 @@ type streamChunk struct {
 func chunkUsage(data []byte) (u Usage, usageOnly bool, err error) {
 	var c streamChunk
 	if err := json.Unmarshal(data, &c); err != nil {
-		return Usage{}, false, fmt.Errorf("decode event: %w", err)
+		return Usage{}, false, fmt.Errorf("decode event: %w", jsonErr(err))
 	}
 	switch {
 	case c.Usage != nil:

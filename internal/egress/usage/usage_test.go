@@ -275,3 +275,26 @@ func TestMayHoldUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorsHoldNoInputBytes(t *testing.T) {
+	t.Parallel()
+	const secret = "Zq"
+	bodies := []string{
+		`{"usage":{"total_tokens":` + secret + `}}`,
+		`{"model":` + secret + `}`,
+	}
+	for _, body := range bodies {
+		_, err := FromJSON([]byte(body))
+		if err == nil || strings.Contains(err.Error(), "Z") {
+			t.Errorf("FromJSON(%s): got error %v, want one without input bytes", body, err)
+		}
+	}
+	r := meterChunks(Options{Stream: true}, "data: {"+secret+"}\n\n")
+	if r.Err == nil || strings.Contains(r.Err.Error(), "Z") {
+		t.Errorf("stream: got error %v, want one without input bytes", r.Err)
+	}
+	_, _, err := PrepareRequest([]byte(`{"stream":` + secret + `}`))
+	if err == nil || strings.Contains(err.Error(), "Z") {
+		t.Errorf("PrepareRequest: got error %v, want one without input bytes", err)
+	}
+}
