@@ -526,3 +526,21 @@ func TestNoServerIsAFailureNotAnError(t *testing.T) {
 			rep.Listed, rep.Health)
 	}
 }
+
+// TestEchoedTokenNeverQuoted: an answer that echoes the token where a
+// quote would cut it (past the first 110 bytes) shows no part of it.
+func TestEchoedTokenNeverQuoted(t *testing.T) {
+	t.Parallel()
+	echo := func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(strings.Repeat("x", 110) + testToken))
+	}
+	f := newFake(t, map[string]http.HandlerFunc{"GET /health": echo})
+	rep := runCheck(t, f.options())
+	for _, res := range rep.Results {
+		if strings.Contains(res.Reason, testToken[:8]) {
+			t.Errorf("%s %s: reason quotes part of the token: %q",
+				res.Endpoint, res.Check, res.Reason)
+		}
+	}
+}
