@@ -182,12 +182,20 @@ func (v *validator) appURL(u *url.URL) {
 	}
 }
 
+// ReservedCheckName is the /health check the app's circuit breaker
+// registers; no probe may take it.
+const ReservedCheckName = "app_breaker"
+
 func (v *validator) probe(p string, pr *Probe) {
 	if !strings.HasPrefix(pr.Path, "/") {
 		v.addf(p+".path", `must start with "/" (got %q)`, pr.Path)
 	}
 	if pr.Name == "" {
 		pr.Name = pr.Path
+	}
+	if pr.Name == ReservedCheckName {
+		v.addf(p+".name", "%q is the circuit breaker's check in /health; "+
+			"choose another name", pr.Name)
 	}
 	if m, ok := normMethod(pr.Method); ok {
 		pr.Method = m

@@ -37,6 +37,8 @@ func TestValidationRules(t *testing.T) {
 			"listen.shutdown_grace", 4, "must be a positive duration"},
 		{"negative delay", "[listen]\nshutdown_delay = \"-1s\"\n",
 			"listen.shutdown_delay", 4, "must not be negative"},
+		{"reserved probe name", "[[app.probe]]\npath = \"/h\"\nname = \"app_breaker\"\n",
+			"app.probe[0].name", 5, "circuit breaker"},
 		{"duration without unit", "[listen]\nidle_timeout = 10\n",
 			"listen.idle_timeout", 4, `must be a duration string like "10s"`},
 		{"duration garbage", "[listen]\nidle_timeout = \"soon\"\n",

@@ -16,7 +16,7 @@ import (
 // counted; app.breaker changes need a restart.
 
 // BreakerCheck names the breaker's entry in /health's checks.
-const BreakerCheck = "app_breaker"
+const BreakerCheck = config.ReservedCheckName
 
 // breakerName names the breaker in metrics.
 const breakerName = "app"
