@@ -2,10 +2,7 @@ package auth
 
 import (
 	"errors"
-	"math"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
@@ -52,7 +49,7 @@ func (v *Verifier) refuse(w http.ResponseWriter, err error) {
 	var limited *RateLimitError
 	switch {
 	case errors.As(err, &limited):
-		w.Header().Set("Retry-After", retryAfterSeconds(limited.RetryAfter))
+		w.Header().Set("Retry-After", httpx.RetryAfter(limited.RetryAfter))
 		httpx.Error(w, http.StatusTooManyRequests, detailRateLimited)
 	case errors.Is(err, ErrMissingToken):
 		v.challenge(w)
@@ -72,10 +69,4 @@ func (v *Verifier) challenge(w http.ResponseWriter) {
 	if v.acceptBearer {
 		h.Add("WWW-Authenticate", `Bearer realm="zimmer"`)
 	}
-}
-
-// retryAfterSeconds renders d as whole seconds, rounded up, at least 1.
-func retryAfterSeconds(d time.Duration) string {
-	s := int64(math.Ceil(d.Seconds()))
-	return strconv.FormatInt(max(s, 1), 10)
 }

@@ -5,8 +5,11 @@ package httpx
 
 import (
 	"encoding/json"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // WriteJSON answers with status and v encoded as JSON. Encoding errors are
@@ -38,4 +41,11 @@ func ClientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// RetryAfter formats d for a Retry-After header: whole seconds, rounded
+// up, at least 1 (a client told "0" would retry at once).
+func RetryAfter(d time.Duration) string {
+	s := int64(math.Ceil(d.Seconds())) // no overflow near the largest d
+	return strconv.FormatInt(max(s, 1), 10)
 }

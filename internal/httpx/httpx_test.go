@@ -1,9 +1,11 @@
 package httpx
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 func TestError(t *testing.T) {
@@ -39,6 +41,18 @@ func TestClientAddrIgnoresForwardingHeaders(t *testing.T) {
 		r.Header.Set("X-Real-Ip", "127.0.0.1")
 		if got := ClientAddr(r); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "1", -time.Second: "1", time.Millisecond: "1", time.Second: "1",
+		1500 * time.Millisecond: "2", time.Minute: "60",
+		time.Duration(math.MaxInt64): "9223372037",
+	} {
+		if got := RetryAfter(d); got != want {
+			t.Errorf("RetryAfter(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

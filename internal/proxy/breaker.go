@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,16 +53,6 @@ func (e *OpenError) Is(target error) bool { return target == ErrCircuitOpen }
 // RetryAfter returns Wait, for callers that look for the method rather
 // than the type.
 func (e *OpenError) RetryAfter() time.Duration { return e.Wait }
-
-// RetryAfterSeconds is the Retry-After header value for a wait: whole
-// seconds rounded up, at least 1.
-func RetryAfterSeconds(wait time.Duration) string {
-	s := int64(math.Ceil(wait.Seconds()))
-	if s < 1 {
-		s = 1
-	}
-	return strconv.FormatInt(s, 10)
-}
 
 // BreakerOptions configure a Breaker. The breaker trips on either rule
 // that is set; NewBreaker refuses options that set neither.

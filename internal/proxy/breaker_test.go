@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/zimmer"
 )
@@ -194,7 +195,7 @@ func TestRetryAfterSeconds(t *testing.T) {
 		{10 * time.Second, "10"},
 	}
 	for _, tt := range tests {
-		if got := RetryAfterSeconds(tt.wait); got != tt.want {
+		if got := httpx.RetryAfter(tt.wait); got != tt.want {
 			t.Errorf("RetryAfterSeconds(%s): got %q, want %q", tt.wait, got, tt.want)
 		}
 	}

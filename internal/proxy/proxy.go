@@ -511,6 +511,6 @@ const msgCircuitOpen = "App unavailable (circuit open)"
 
 // circuitOpen answers 503 with Retry-After for a refused call.
 func circuitOpen(w http.ResponseWriter, wait time.Duration) {
-	w.Header().Set("Retry-After", RetryAfterSeconds(wait))
+	w.Header().Set("Retry-After", httpx.RetryAfter(wait))
 	httpx.Error(w, http.StatusServiceUnavailable, msgCircuitOpen)
 }

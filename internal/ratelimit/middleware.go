@@ -1,10 +1,7 @@
 package ratelimit
 
 import (
-	"math"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
@@ -40,16 +37,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 		if l.onLimit != nil {
 			l.onLimit(r, wait)
 		}
-		w.Header().Set("Retry-After", retryAfterSeconds(wait))
+		w.Header().Set("Retry-After", httpx.RetryAfter(wait))
 		httpx.Error(w, http.StatusTooManyRequests, DetailLimited)
 	})
-}
-
-// retryAfterSeconds renders d as whole seconds, rounded up, at least 1.
-func retryAfterSeconds(d time.Duration) string {
-	s := math.Ceil(d.Seconds())
-	if s < 1 {
-		s = 1
-	}
-	return strconv.FormatInt(int64(s), 10)
 }

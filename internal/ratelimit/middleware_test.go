@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
 
 // served is a handler that counts the requests it gets.
@@ -204,7 +206,7 @@ func TestRetryAfterSeconds(t *testing.T) {
 		{1<<63 - 1, "9223372037"},
 	}
 	for _, tt := range tests {
-		if got := retryAfterSeconds(tt.in); got != tt.want {
+		if got := httpx.RetryAfter(tt.in); got != tt.want {
 			t.Errorf("retryAfterSeconds(%v): got %q, want %q", tt.in, got, tt.want)
 		}
 	}

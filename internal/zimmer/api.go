@@ -304,8 +304,7 @@ func (a *API) endpoint(ep Endpoint, fn endpointFunc) http.Handler {
 		status, body, err := fn(w, r)
 		var ra retryAfterer
 		if status == http.StatusServiceUnavailable && errors.As(err, &ra) {
-			secs := int64((ra.RetryAfter() + time.Second - 1) / time.Second)
-			w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+			w.Header().Set("Retry-After", httpx.RetryAfter(ra.RetryAfter()))
 		}
 		if err != nil && a.opts.OnError != nil {
 			a.opts.OnError(r, ep, status, err)
