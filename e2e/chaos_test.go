@@ -175,6 +175,7 @@ func TestChaosHungAppWithinBudgets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.app.Signal(syscall.SIGCONT) })
+	s.app.WaitStopped(t)
 
 	uaid := strconv.Itoa(id)
 	calls := []struct {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"testing"
+	"time"
 )
 
 // tcpEstablished is the state code of an established socket in
@@ -51,4 +53,30 @@ func (p *Process) CountLines(sub string) int {
 		}
 	}
 	return n
+}
+
+// WaitStopped waits until every thread of p is stopped (after SIGSTOP):
+// kill returns once the signal is queued, and a thread already running
+// can still answer a request for a moment after that.
+func (p *Process) WaitStopped(t testing.TB) {
+	t.Helper()
+	Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		dir := fmt.Sprintf("/proc/%d/task", p.Pid)
+		tasks, err := os.ReadDir(dir)
+		if err != nil || len(tasks) == 0 {
+			return false, fmt.Sprintf("read %s: %v", dir, err)
+		}
+		for _, task := range tasks {
+			stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+			if err != nil {
+				return false, err.Error()
+			}
+			// The state follows the command name in parentheses.
+			i := strings.LastIndexByte(string(stat), ')')
+			if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+				return false, p.Name + " thread " + task.Name() + " still running"
+			}
+		}
+		return true, ""
+	})
 }
