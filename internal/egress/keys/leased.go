@@ -275,21 +275,22 @@ func (p *Leased) fetch(ctx context.Context, model string, maxTokens int64) error
 	if err == nil || errors.Is(err, ErrPlatformRefused) {
 		p.lastAnswer = now
 	}
+	if err == nil {
+		events, err = p.addLocked(a, now)
+	}
 	if err != nil {
 		err = fmt.Errorf("lease key: %w", err)
 	}
 	p.lastErr = err
-	if err == nil {
-		events = p.addLocked(a, now)
-	}
 	p.mu.Unlock()
 	p.opts.emit(events)
 	return err
 }
 
 // addLocked caches a lease, replacing older versions of the same key, and
-// returns the event it caused. A lease of a rejected key is dropped.
-func (p *Leased) addLocked(a leaseAnswer, now time.Time) []Event {
+// returns the event it caused. A lease of a key the upstream rejected is
+// dropped with an error, unless the key's value changed.
+func (p *Leased) addLocked(a leaseAnswer, now time.Time) ([]Event, error) {
 	st := p.states[a.keyID]
 	if st == nil {
 		st = &keyState{id: a.keyID, name: "platform:" + strconv.FormatInt(a.keyID, 10)}
@@ -297,7 +298,7 @@ func (p *Leased) addLocked(a leaseAnswer, now time.Time) []Event {
 	}
 	if st.disabled {
 		if st.secret.Reveal() == a.secret.Reveal() {
-			return nil
+			return nil, fmt.Errorf("platform leased key %d, which the upstream rejected", a.keyID)
 		}
 		st.disabled = false
 	}
@@ -308,9 +309,9 @@ func (p *Leased) addLocked(a leaseAnswer, now time.Time) []Event {
 	p.cache.Add(v, &leaseEntry{version: v, secret: a.secret, model: a.model, expires: a.expiresAt})
 	p.pruneLocked(now)
 	if known {
-		return nil
+		return nil, nil
 	}
-	return []Event{{Kind: EventLeased, KeyID: a.keyID, Name: st.name, Until: a.expiresAt}}
+	return []Event{{Kind: EventLeased, KeyID: a.keyID, Name: st.name, Until: a.expiresAt}}, nil
 }
 
 // evictLocked removes every cached version of a key.

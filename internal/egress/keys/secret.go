@@ -8,15 +8,12 @@ import (
 
 // Secret is a credential: an OpenAI API key or a service token. Every way
 // of printing it (String, fmt verbs, JSON and text marshalling, slog)
-// yields Redacted; only Reveal returns the value. The value sits behind a
-// pointer so that even a Secret in an unexported field of another struct
-// prints as an address, never as text. The zero Secret is empty.
+// yields Redacted; only Reveal returns the value. The value is held by a
+// closure, which neither fmt nor reflection can look into, so even a
+// Secret in an unexported field of another struct prints as an address.
+// Secrets are not comparable with ==. The zero Secret is empty.
 type Secret struct {
-	v *secretValue
-}
-
-type secretValue struct {
-	s string
+	v func() string
 }
 
 // redactedMark is what a Secret prints when too little of it is safe to
@@ -31,7 +28,7 @@ func NewSecret(s string) Secret {
 	if s == "" {
 		return Secret{}
 	}
-	return Secret{v: &secretValue{s: s}}
+	return Secret{v: func() string { return s }}
 }
 
 // Reveal returns the value, for the one place that must send it (an
@@ -40,11 +37,11 @@ func (s Secret) Reveal() string {
 	if s.v == nil {
 		return ""
 	}
-	return s.v.s
+	return s.v()
 }
 
 // IsZero reports whether s is empty.
-func (s Secret) IsZero() bool { return s.v == nil || s.v.s == "" }
+func (s Secret) IsZero() bool { return s.v == nil }
 
 // Redacted is the printable form: "sk-…abcd" for an OpenAI-style key of at
 // least 20 characters (its "sk-" prefix and last four characters, as

@@ -1,0 +1,329 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeplatform"
+)
+
+const (
+	testAutomation = 7
+	testToken      = "3f9a6c1e0b7d4a2f8e5c9b1d0a6f3e7c2b8d4a1f9e6c3b0d7a5f2e8c1b9d6a4f"
+)
+
+// leasedEnv is a Leased pool talking to a fake platform on loopback.
+type leasedEnv struct {
+	clk      *fakeClock
+	platform *fakeplatform.Platform
+	pool     *Leased
+	events   *eventLog
+}
+
+// newLeased starts a fake platform holding keys and a pool leasing from
+// it. tweak may change the options before the pool is built.
+func newLeased(t *testing.T, keys []fakeplatform.Key, tweak func(*LeaseOptions)) *leasedEnv {
+	t.Helper()
+	env := &leasedEnv{clk: newClock(), events: &eventLog{}}
+	env.platform = fakeplatform.New(fakeplatform.Options{
+		Now: env.clk.Now, LeaseTTL: 10 * time.Minute,
+	})
+	env.platform.AddAutomation(testAutomation, testToken)
+	for _, k := range keys {
+		k.AutomationID = testAutomation
+		env.platform.AddKey(k)
+	}
+	srv := httptest.NewServer(env.platform.Handler())
+	t.Cleanup(srv.Close)
+
+	opts := LeaseOptions{
+		Options:      Options{Now: env.clk.Now, OnEvent: env.events.add},
+		PlatformURL:  srv.URL,
+		AutomationID: testAutomation,
+		Token:        NewSecret(testToken),
+		Client:       srv.Client(),
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	p, err := NewLeased(opts)
+	if err != nil {
+		t.Fatalf("NewLeased: %v", err)
+	}
+	env.pool = p
+	return env
+}
+
+// platformKey is a fake platform key with a realistic value.
+func platformKey(id int64) fakeplatform.Key {
+	return fakeplatform.Key{ID: id, APIKey: testKey(int(id)).Reveal()}
+}
+
+func (e *leasedEnv) leaseCalls() int { return e.platform.Calls(fakeplatform.EndpointLease) }
+
+func TestLeasedCachesOneLeaseForManyCalls(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, nil)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := env.pool.Acquire(context.Background(), "gpt-4o", 100)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if l.KeyID != 12 || !l.Platform || l.Key.Reveal() != testKey(12).Reveal() {
+				errs <- errors.New("wrong lease: " + l.String())
+			}
+			env.pool.Report(l, Outcome{Status: 200, Tokens: 10})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := env.leaseCalls(); n != 1 {
+		t.Fatalf("platform lease calls: got %d, want 1", n)
+	}
+	recs := env.platform.Leases()
+	if recs[0].Model != "gpt-4o" || recs[0].MaxTokens != 100 || recs[0].KeyID != 12 {
+		t.Fatalf("lease request: got %+v, want model gpt-4o, max_tokens 100", recs[0])
+	}
+	if st := env.pool.Status(); len(st) != 1 || st[0].TokensToday != 500 {
+		t.Fatalf("status: got %+v, want one key with 500 tokens", st)
+	}
+}
+
+func TestLeasedRefreshesBeforeExpiry(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.RefreshMargin = time.Minute
+	})
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+
+	// Well before the margin: served from the cache.
+	env.clk.Advance(8 * time.Minute)
+	use(t, env.pool, 12, Outcome{Status: 200})
+	if n := env.leaseCalls(); n != 1 {
+		t.Fatalf("lease calls before the margin: got %d, want 1", n)
+	}
+
+	// Inside the margin: the call is served at once and the lease renewed.
+	env.clk.Advance(90 * time.Second)
+	l := mustAcquire(t, env.pool, 0)
+	env.pool.Report(l, Outcome{Status: 200})
+	if n := env.leaseCalls(); n != 2 {
+		t.Fatalf("lease calls inside the margin: got %d, want 2", n)
+	}
+	if !l.ExpiresAt.Equal(first.ExpiresAt) {
+		t.Fatalf("renewing call: got expiry %s, want the old lease's %s", l.ExpiresAt, first.ExpiresAt)
+	}
+	next := mustAcquire(t, env.pool, 0)
+	if !next.ExpiresAt.After(first.ExpiresAt) {
+		t.Fatalf("after renewal: got expiry %s, want later than %s", next.ExpiresAt, first.ExpiresAt)
+	}
+	env.pool.Report(next, Outcome{Status: 200})
+
+	// The renewal is the same key: its usage carried over.
+	if st := env.pool.Status(); len(st) != 1 || st[0].RequestsLastMinute != 2 {
+		t.Fatalf("status: got %+v, want one key with 2 calls this minute", st)
+	}
+}
+
+func TestLeasedExpiryIsHonoured(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.RefreshMargin = time.Nanosecond
+	})
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+
+	env.clk.Set(first.ExpiresAt)
+	l := mustAcquire(t, env.pool, 0)
+	if !l.ExpiresAt.After(env.clk.Now()) {
+		t.Fatalf("after expiry: got a lease expiring %s, want a new one", l.ExpiresAt)
+	}
+	if n := env.leaseCalls(); n != 2 {
+		t.Fatalf("lease calls: got %d, want 2", n)
+	}
+}
+
+func TestLeasedPlatformDown(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, nil)
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+	env.platform.SetFault(fakeplatform.EndpointLease, fakeplatform.Fault{Down: true})
+
+	// Valid cached leases keep working, through the renewal window too.
+	for _, at := range []time.Duration{time.Minute, 9 * time.Minute, 10*time.Minute - time.Second} {
+		env.clk.Set(first.ExpiresAt.Add(at - 10*time.Minute))
+		use(t, env.pool, 12, Outcome{Status: 200})
+	}
+
+	// Once the lease expired, the error says why.
+	env.clk.Set(first.ExpiresAt)
+	_, err := env.pool.Acquire(context.Background(), "gpt-4o", 0)
+	if !errors.Is(err, ErrNoKey) || !errors.Is(err, ErrPlatformUnavailable) ||
+		!strings.Contains(err.Error(), "no valid lease") {
+		t.Fatalf("got %v, want ErrNoKey and ErrPlatformUnavailable saying no valid lease", err)
+	}
+
+	// The platform is back: so are the keys.
+	env.platform.ClearFault(fakeplatform.EndpointLease)
+	env.clk.Advance(time.Second)
+	use(t, env.pool, 12, Outcome{Status: 200})
+}
+
+func TestLeasedBreakerOpens(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.BreakerFailures = 3
+		o.BreakerOpenFor = time.Hour
+	})
+	env.platform.SetFault(fakeplatform.EndpointLease, fakeplatform.Fault{Status: 500})
+	for i := range 3 {
+		_, err := env.pool.Acquire(context.Background(), "m", 0)
+		if !errors.Is(err, ErrPlatformUnavailable) || !strings.Contains(err.Error(), "status 500") {
+			t.Fatalf("call %d: got %v, want the platform's 500", i, err)
+		}
+	}
+	_, err := env.pool.Acquire(context.Background(), "m", 0)
+	if !errors.Is(err, ErrPlatformUnavailable) || !strings.Contains(err.Error(), "breaker open") {
+		t.Fatalf("got %v, want the open breaker", err)
+	}
+	if n := env.leaseCalls(); n != 3 {
+		t.Fatalf("lease calls: got %d, want 3 (none once open)", n)
+	}
+	if s := env.pool.BreakerState(); s != "open" {
+		t.Fatalf("breaker: got %s, want open", s)
+	}
+}
+
+func TestLeasedRefusalsDoNotOpenTheBreaker(t *testing.T) {
+	env := newLeased(t, nil, func(o *LeaseOptions) {
+		o.BreakerFailures = 2
+		o.Token = NewSecret("wrong-token-value-0123456789")
+	})
+	for range 4 {
+		_, err := env.pool.Acquire(context.Background(), "m", 0)
+		if !errors.Is(err, ErrPlatformRefused) || !strings.Contains(err.Error(), "status 401") {
+			t.Fatalf("got %v, want the platform's 401", err)
+		}
+		env.clk.Advance(2 * time.Second)
+	}
+	if s := env.pool.BreakerState(); s != "closed" {
+		t.Fatalf("breaker: got %s, want closed", s)
+	}
+}
+
+func TestLeasedNoKeyOnPlatform(t *testing.T) {
+	env := newLeased(t, nil, nil)
+	_, err := env.pool.Acquire(context.Background(), "m", 0)
+	if !errors.Is(err, ErrNoKey) || !errors.Is(err, ErrPlatformRefused) ||
+		!strings.Contains(err.Error(), "success false") {
+		t.Fatalf("got %v, want ErrNoKey from the platform's refusal", err)
+	}
+	// Asked again at once: the platform is not asked again.
+	if _, err := env.pool.Acquire(context.Background(), "m", 0); !errors.Is(err, ErrPlatformRefused) {
+		t.Fatalf("second call: got %v, want the remembered refusal", err)
+	}
+	if n := env.leaseCalls(); n != 1 {
+		t.Fatalf("lease calls: got %d, want 1 within MinFetchInterval", n)
+	}
+}
+
+func TestLeasedAuthFailureEvictsAndDisables(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12), platformKey(13)}, nil)
+	use(t, env.pool, 12, Outcome{Status: 401})
+	if got := env.events.kinds(12); len(got) != 2 || got[1] != EventDisabled {
+		t.Fatalf("events of key 12: got %v, want leased then disabled", got)
+	}
+	if st := env.pool.Status(); len(st) != 0 {
+		t.Fatalf("status: got %+v, want the lease evicted", st)
+	}
+
+	// The platform hands the same key again: it is not used.
+	env.clk.Advance(2 * time.Second)
+	_, err := env.pool.Acquire(context.Background(), "m", 0)
+	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), "key 12, which the upstream rejected") {
+		t.Fatalf("got %v, want the rejected key refused", err)
+	}
+
+	// The platform learns of it and leases another key.
+	env.platform.SetKeyDisabled(12, true)
+	env.clk.Advance(2 * time.Second)
+	use(t, env.pool, 13, Outcome{Status: 200})
+}
+
+func TestLeasedCooldownKeepsTheLease(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, nil)
+	use(t, env.pool, 12, Outcome{Status: 429, RetryAfter: 30 * time.Second})
+
+	// The pool asks for another key; the platform has only this one.
+	env.clk.Advance(2 * time.Second)
+	nk := noKey(t, env.pool, 0)
+	if nk.Cooling != 1 || nk.RetryAfter != 28*time.Second {
+		t.Fatalf("got %+v, want 1 cooling, retry after 28s", *nk)
+	}
+	if n := env.leaseCalls(); n != 2 {
+		t.Fatalf("lease calls: got %d, want 2", n)
+	}
+
+	// Asked again at once, the platform that just answered is left alone.
+	noKey(t, env.pool, 0)
+	if n := env.leaseCalls(); n != 2 {
+		t.Fatalf("lease calls: got %d, want still 2 within MinFetchInterval", n)
+	}
+	env.clk.Advance(28 * time.Second)
+	use(t, env.pool, 12, Outcome{Status: 200})
+}
+
+func TestLeasedUsageLimitsFromTheLease(t *testing.T) {
+	k := platformKey(12)
+	k.RPMLimit, k.DailyTokenLimit = 2, 1000
+	env := newLeased(t, []fakeplatform.Key{k}, nil)
+	use(t, env.pool, 12, Outcome{Status: 200})
+	use(t, env.pool, 12, Outcome{Status: 200})
+	if nk := noKey(t, env.pool, 0); nk.RateLimited != 1 {
+		t.Fatalf("got %+v, want the rpm limit from usage_limits", *nk)
+	}
+	env.clk.Advance(time.Minute)
+	if nk := noKey(t, env.pool, 1001); nk.TokenLimited != 1 {
+		t.Fatalf("got %+v, want the daily token limit from usage_limits", *nk)
+	}
+}
+
+func TestNewLeasedRefuses(t *testing.T) {
+	good := LeaseOptions{
+		PlatformURL: "http://127.0.0.1:1", AutomationID: 1, Token: NewSecret("t"),
+	}
+	tests := []struct {
+		name  string
+		tweak func(*LeaseOptions)
+	}{
+		{"no scheme", func(o *LeaseOptions) { o.PlatformURL = "127.0.0.1:8000" }},
+		{"ftp", func(o *LeaseOptions) { o.PlatformURL = "ftp://127.0.0.1" }},
+		{"credentials", func(o *LeaseOptions) { o.PlatformURL = "http://u:p@127.0.0.1" }},
+		{"no automation", func(o *LeaseOptions) { o.AutomationID = 0 }},
+		{"no token", func(o *LeaseOptions) { o.Token = Secret{} }},
+	}
+	if _, err := NewLeased(good); err != nil {
+		t.Fatalf("good options: %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := good
+			tt.tweak(&o)
+			if _, err := NewLeased(o); err == nil {
+				t.Fatal("got no error")
+			}
+		})
+	}
+}
