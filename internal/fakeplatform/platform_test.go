@@ -231,7 +231,8 @@ func TestConsumeHasNoIdempotency(t *testing.T) {
 	if status, _ := e.post(t, consumePath, token, body); status != 500 {
 		t.Fatalf("first try: got %d, want the injected 500", status)
 	}
-	if status, m := e.post(t, consumePath, token, body); status != 200 || m["remaining_paid_tokens"] != 80.0 {
+	status, m := e.post(t, consumePath, token, body)
+	if status != 200 || m["remaining_paid_tokens"] != 80.0 {
 		t.Fatalf("retry: got %d %v, want accepted with 80 left", status, m)
 	}
 	if n := len(e.p.Consumes()); n != 2 {

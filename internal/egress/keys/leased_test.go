@@ -252,7 +252,8 @@ func TestLeasedAuthFailureEvictsAndDisables(t *testing.T) {
 	// The platform hands the same key again: it is not used.
 	env.clk.Advance(2 * time.Second)
 	_, err := env.pool.Acquire(context.Background(), "m", 0)
-	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), "key 12, which the upstream rejected") {
+	rejected := "key 12, which the upstream rejected"
+	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), rejected) {
 		t.Fatalf("got %v, want the rejected key refused", err)
 	}
 
@@ -325,5 +326,35 @@ func TestNewLeasedRefuses(t *testing.T) {
 				t.Fatal("got no error")
 			}
 		})
+	}
+}
+
+func TestLeasedBreakerClosesAfterRecovery(t *testing.T) {
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.BreakerFailures = 1
+		o.BreakerOpenFor = 10 * time.Millisecond // gobreaker keeps wall time
+	})
+	env.platform.SetFault(fakeplatform.EndpointLease, fakeplatform.Fault{Status: 503})
+	_, err := env.pool.Acquire(context.Background(), "m", 0)
+	if !errors.Is(err, ErrPlatformUnavailable) {
+		t.Fatalf("got %v, want the platform's 503", err)
+	}
+	env.platform.ClearFault(fakeplatform.EndpointLease)
+
+	// Poll until the open time is over; the half-open trial then succeeds.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := env.pool.Acquire(context.Background(), "m", 0)
+		if err == nil {
+			env.pool.Report(l, Outcome{Status: 200})
+			break
+		}
+		if !strings.Contains(err.Error(), "breaker open") || time.Now().After(deadline) {
+			t.Fatalf("got %v, want the breaker to let a trial through", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := env.pool.BreakerState(); s != "closed" {
+		t.Fatalf("breaker: got %s, want closed", s)
 	}
 }

@@ -50,7 +50,9 @@ type leaseAnswer struct {
 // ErrPlatformUnavailable (no answer, 5xx, 429), ErrPlatformRefused (another
 // non-200, or success false) or ErrBadLease, and never contain the token,
 // the key or the answer's body.
-func (p *Leased) callPlatform(ctx context.Context, model string, maxTokens int64) (leaseAnswer, error) {
+func (p *Leased) callPlatform(
+	ctx context.Context, model string, maxTokens int64,
+) (leaseAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.CallTimeout)
 	defer cancel()
 
