@@ -6,7 +6,10 @@
 // needs: a native sidecar, probes on the admin listener, a shutdown
 // budget that fits the grace period, mounts for every path the sidecar
 // writes or reads, a locked-down security context, and a NetworkPolicy
-// that lets only the public port through.
+// that lets only the public port through. The systemd unit in
+// deploy/systemd is held to its own rules and to systemd-analyze verify,
+// and the configurations the deployments give the sidecar to the
+// sidecar's own check-config.
 //
 // It is a Go module of its own so that the Kubernetes and Helm libraries
 // never become dependencies of the sidecar's binary. The package holds no
