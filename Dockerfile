@@ -22,6 +22,8 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X main.version=${VERSION}" \
       -o /out/zimmer-sidecar ./cmd/zimmer-sidecar
+# The state directory's skeleton, owned by the runtime user below.
+RUN mkdir -p /out/state/data
 
 # distroless/static: CA certificates, tzdata, /etc/passwd with nonroot
 # (65532), no shell.
@@ -33,6 +35,13 @@ COPY --from=build /out/zimmer-sidecar /usr/local/bin/zimmer-sidecar
 # The reference of every key; mount the real file at
 # /etc/zimmer-sidecar/config.toml (a ConfigMap, or docker run -v).
 COPY config.example.toml /etc/zimmer-sidecar/config.example.toml
+# The working directory holds the state: the config's default paths
+# ./data/ledger.db and ./data/acme land in /var/lib/zimmer-sidecar/data,
+# writable by the runtime user. Mount a volume on that data directory: a
+# new Docker volume takes its ownership from the image. (Kubernetes mounts
+# on /var/lib/zimmer-sidecar itself, made writable by fsGroup.)
+COPY --from=build --chown=65532:65532 /out/state /var/lib/zimmer-sidecar
+WORKDIR /var/lib/zimmer-sidecar
 # public: the platform's calls and the app's routes (listen.public).
 # admin: /livez, /readyz, /metrics, /status and the ledger admin API
 # (listen.admin, loopback by default: publish it only when it binds
