@@ -94,15 +94,22 @@ func (r *Redactor) String(s string) string {
 }
 
 // mayHoldKeyShape is a cheap filter before the regexp, which is costly on
-// every string of every log line: each key shape needs "sk-", a
-// case-insensitive "bearer", or a ':' (bot tokens).
+// every string of every log line: each key shape (matched ignoring case)
+// needs "sk-", "bearer", or a ':' (bot tokens).
 func mayHoldKeyShape(s string) bool {
-	if strings.Contains(s, "sk-") || strings.IndexByte(s, ':') >= 0 {
+	if strings.IndexByte(s, ':') >= 0 {
 		return true
 	}
-	for i := 0; i+6 <= len(s); i++ {
-		if (s[i]|0x20) == 'b' && strings.EqualFold(s[i:i+6], "bearer") {
-			return true
+	for i := 0; i+3 <= len(s); i++ {
+		switch s[i] | 0x20 {
+		case 's':
+			if (s[i+1]|0x20) == 'k' && s[i+2] == '-' {
+				return true
+			}
+		case 'b':
+			if i+6 <= len(s) && strings.EqualFold(s[i:i+6], "bearer") {
+				return true
+			}
 		}
 	}
 	return false
