@@ -179,7 +179,11 @@ func TestChartACMEPort(t *testing.T) {
 	}
 	var ports []ServicePort
 	for _, sp := range b.Services[0].Spec.Ports {
-		ports = append(ports, ServicePort{sp.Port, sp.TargetPort.String()})
+		target := sp.TargetPort.String()
+		if cp, _ := p.ResolvePort(sp.TargetPort); cp != nil {
+			target = cp.Name
+		}
+		ports = append(ports, ServicePort{sp.Port, target})
 	}
 	want := []ServicePort{{443, "public"}, {80, "http"}}
 	if !slices.Equal(ports, want) {

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // ledgerSettle is how long the sidecar may still wait, after its drain,
@@ -197,7 +198,7 @@ func checkState(b *Bundle, p *Pod, ps *problems) {
 			ps.addf("the bolt ledger needs strategy Recreate: the old pod must " +
 				"release the file before the new one opens it")
 		}
-		checkWritable(b, p, "ledger.path", p.Config.LedgerPath, true, ps)
+		checkWritable(p, "ledger.path", p.Config.LedgerPath, ps)
 	case "postgres":
 		if p.Config.LedgerDSN == "" {
 			ps.addf("ledger.backend postgres without ledger.dsn")
@@ -206,7 +207,7 @@ func checkState(b *Bundle, p *Pod, ps *problems) {
 		ps.addf("ledger.backend %q is not bolt or postgres", p.Config.LedgerBackend)
 	}
 	if p.Config.TLSMode == "acme" {
-		checkWritable(b, p, "tls.storage", p.Config.TLSStorage, true, ps)
+		checkWritable(p, "tls.storage", p.Config.TLSStorage, ps)
 	}
 	for _, v := range p.Spec.Volumes {
 		pvc := v.PersistentVolumeClaim
@@ -228,8 +229,8 @@ func checkState(b *Bundle, p *Pod, ps *problems) {
 }
 
 // checkWritable: file lies on a writable mount of the sidecar, on a
-// persistent volume when persistent is set.
-func checkWritable(b *Bundle, p *Pod, key, file string, persistent bool, ps *problems) {
+// persistent volume.
+func checkWritable(p *Pod, key, file string, ps *problems) {
 	if !path.IsAbs(file) {
 		ps.addf("%s %q: use an absolute path on a volume (the root "+
 			"filesystem is read-only)", key, file)
@@ -241,7 +242,7 @@ func checkWritable(b *Bundle, p *Pod, key, file string, persistent bool, ps *pro
 		ps.addf("%s %s is on no volume of the sidecar", key, file)
 	case m.ReadOnly:
 		ps.addf("%s %s is on the read-only mount %s", key, file, m.MountPath)
-	case persistent && v.PersistentVolumeClaim == nil:
+	case v.PersistentVolumeClaim == nil:
 		ps.addf("%s %s is on volume %s, which does not persist", key, file, v.Name)
 	}
 }
@@ -364,6 +365,11 @@ func checkServices(b *Bundle, p *Pod, ps *problems) {
 		}
 		selecting++
 		for _, sp := range s.Spec.Ports {
+			if sp.TargetPort.Type == intstr.String {
+				ps.addf("Service %s port %d: targetPort %s by name: Services "+
+					"resolve a native sidecar's port names only from Kubernetes "+
+					"1.32 on; use the number", s.Name, sp.Port, sp.TargetPort.StrVal)
+			}
 			cp, c := p.ResolvePort(sp.TargetPort)
 			if cp == nil || c != p.Sidecar || !isPublicPort(cp.Name) {
 				ps.addf("Service %s port %d: targets %s, not the sidecar's "+
@@ -418,6 +424,11 @@ func checkIngressRule(p *Pod, name string, i int, rule networkingv1.NetworkPolic
 			ps.addf("NetworkPolicy %s ingress[%d]: a rule without a port opens all",
 				name, i)
 			continue
+		}
+		if port.Port.Type == intstr.String {
+			ps.addf("NetworkPolicy %s ingress[%d]: port %s by name: not every "+
+				"network plugin resolves a native sidecar's port names; use the number",
+				name, i, port.Port.StrVal)
 		}
 		if port.EndPort != nil {
 			ps.addf("NetworkPolicy %s ingress[%d]: port ranges open more than "+

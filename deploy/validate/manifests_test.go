@@ -6,11 +6,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -78,7 +78,7 @@ func TestManifestsShape(t *testing.T) {
 	}
 	want := SidecarConfig{
 		Public: ":8080", Admin: ":9090",
-		ShutdownDelay: 0, ShutdownGrace: 20e9,
+		ShutdownDelay: 0, ShutdownGrace: 20 * time.Second,
 		TLSMode: "off", TLSStorage: "/var/lib/zimmer-sidecar/acme",
 		LedgerBackend: "bolt", LedgerPath: "/var/lib/zimmer-sidecar/ledger.db",
 		Tokens: []string{"file:/run/secrets/zimmer-sidecar/service-token"},
@@ -146,93 +146,100 @@ func TestStrictDecodingRejects(t *testing.T) {
 func TestChecksCatch(t *testing.T) {
 	tests := []struct {
 		name   string
-		mutate func(b *Bundle, p *Pod)
+		mutate func(t *testing.T, b *Bundle, p *Pod)
 		want   string
 	}{
-		{"not a native sidecar", func(b *Bundle, p *Pod) {
+		{"not a native sidecar", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Sidecar.RestartPolicy = nil
 		}, "restartPolicy Always"},
-		{"liveness on the wrong path", func(b *Bundle, p *Pod) {
+		{"liveness on the wrong path", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Sidecar.LivenessProbe.HTTPGet.Path = "/health"
 		}, "livenessProbe path"},
-		{"readiness on the public port", func(b *Bundle, p *Pod) {
+		{"readiness on the public port", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Sidecar.ReadinessProbe.HTTPGet.Port = intstr.FromString("public")
 		}, "readinessProbe port public is not the admin port"},
-		{"no startup probe", func(b *Bundle, p *Pod) {
+		{"no startup probe", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Sidecar.StartupProbe = nil
 		}, "startupProbe must be an httpGet probe"},
-		{"admin on loopback", func(b *Bundle, p *Pod) {
-			setConfig(b, p, `admin = ":9090"`, `admin = "127.0.0.1:9090"`)
+		{"admin on loopback", func(t *testing.T, b *Bundle, p *Pod) {
+			setConfig(t, b, p, `admin = ":9090"`, `admin = "127.0.0.1:9090"`)
 		}, "is loopback"},
-		{"config port differs from the container's", func(b *Bundle, p *Pod) {
-			setConfig(b, p, `public = ":8080"`, `public = ":8081"`)
+		{"config port differs from the container's", func(t *testing.T, b *Bundle, p *Pod) {
+			setConfig(t, b, p, `public = ":8080"`, `public = ":8081"`)
 		}, `listen.public is port 8081 but the container port "public" is 8080`},
-		{"no preStop on the app", func(b *Bundle, p *Pod) {
+		{"no preStop on the app", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Apps[0].Lifecycle = nil
 		}, "needs a preStop sleep"},
-		{"grace period too short", func(b *Bundle, p *Pod) {
+		{"grace period too short", func(t *testing.T, b *Bundle, p *Pod) {
 			short := int64(30)
 			p.Spec.TerminationGracePeriodSeconds = &short
 		}, "terminationGracePeriodSeconds 30 is less than"},
-		{"drain longer than the grace period", func(b *Bundle, p *Pod) {
-			setConfig(b, p, `shutdown_grace = "20s"`, `shutdown_grace = "60s"`)
+		{"drain longer than the grace period", func(t *testing.T, b *Bundle, p *Pod) {
+			setConfig(t, b, p, `shutdown_grace = "20s"`, `shutdown_grace = "60s"`)
 		}, "terminationGracePeriodSeconds 60 is less than"},
-		{"ledger off the volume", func(b *Bundle, p *Pod) {
-			setConfig(b, p, `path = "/var/lib/zimmer-sidecar/ledger.db"`,
+		{"ledger off the volume", func(t *testing.T, b *Bundle, p *Pod) {
+			setConfig(t, b, p, `path = "/var/lib/zimmer-sidecar/ledger.db"`,
 				`path = "/tmp/ledger.db"`)
 		}, "ledger.path /tmp/ledger.db is on no volume"},
-		{"ledger on scratch space", func(b *Bundle, p *Pod) {
+		{"ledger on scratch space", func(t *testing.T, b *Bundle, p *Pod) {
 			v := p.Volume("data")
 			v.PersistentVolumeClaim = nil
 			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}, "which does not persist"},
-		{"two replicas on bolt", func(b *Bundle, p *Pod) {
+		{"two replicas on bolt", func(t *testing.T, b *Bundle, p *Pod) {
 			two := int32(2)
 			p.Deployment.Spec.Replicas = &two
 		}, `replicas need ledger.backend = "postgres"`},
-		{"rolling update on bolt", func(b *Bundle, p *Pod) {
+		{"rolling update on bolt", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Deployment.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
 		}, "needs strategy Recreate"},
-		{"token file missing from the Secret", func(b *Bundle, p *Pod) {
+		{"token file missing from the Secret", func(t *testing.T, b *Bundle, p *Pod) {
 			b.Secrets[0].StringData = map[string]string{"token": "x"}
 		}, "has no key service-token"},
-		{"token literal in the ConfigMap", func(b *Bundle, p *Pod) {
-			setConfig(b, p, `"file:/run/secrets/zimmer-sidecar/service-token"`,
+		{"token literal in the ConfigMap", func(t *testing.T, b *Bundle, p *Pod) {
+			setConfig(t, b, p, `"file:/run/secrets/zimmer-sidecar/service-token"`,
 				`"hunter2"`)
 		}, "a literal secret"},
-		{"writable root filesystem", func(b *Bundle, p *Pod) {
+		{"writable root filesystem", func(t *testing.T, b *Bundle, p *Pod) {
 			f := false
 			p.Sidecar.SecurityContext.ReadOnlyRootFilesystem = &f
 		}, "readOnlyRootFilesystem must be true"},
-		{"capabilities kept", func(b *Bundle, p *Pod) {
+		{"capabilities kept", func(t *testing.T, b *Bundle, p *Pod) {
 			p.Apps[0].SecurityContext.Capabilities = nil
 		}, "capabilities must drop ALL"},
-		{"root allowed", func(b *Bundle, p *Pod) {
+		{"root allowed", func(t *testing.T, b *Bundle, p *Pod) {
 			f := false
 			p.Spec.SecurityContext.RunAsNonRoot = &f
 		}, "must run as non-root"},
-		{"no memory limit", func(b *Bundle, p *Pod) {
+		{"no memory limit", func(t *testing.T, b *Bundle, p *Pod) {
 			delete(p.Sidecar.Resources.Limits, corev1.ResourceMemory)
 		}, "no memory limit"},
-		{"Service to the admin port", func(b *Bundle, p *Pod) {
+		{"Service to the admin port", func(t *testing.T, b *Bundle, p *Pod) {
 			b.Services[0].Spec.Ports[0].TargetPort = intstr.FromInt32(9090)
 		}, "not the sidecar's public port"},
-		{"NetworkPolicy opens the admin port", func(b *Bundle, p *Pod) {
-			admin := intstr.FromString("admin")
+		{"Service targets a port by name", func(t *testing.T, b *Bundle, p *Pod) {
+			b.Services[0].Spec.Ports[0].TargetPort = intstr.FromString("public")
+		}, "targetPort public by name"},
+		{"NetworkPolicy names a port", func(t *testing.T, b *Bundle, p *Pod) {
+			public := intstr.FromString("public")
+			b.NetworkPolicies[0].Spec.Ingress[0].Ports[0].Port = &public
+		}, "port public by name"},
+		{"NetworkPolicy opens the admin port", func(t *testing.T, b *Bundle, p *Pod) {
+			admin := intstr.FromInt32(9090)
 			r := &b.NetworkPolicies[0].Spec.Ingress[0]
 			r.Ports = append(r.Ports, networkingv1.NetworkPolicyPort{Port: &admin})
 		}, "the admin port is open to everyone"},
-		{"NetworkPolicy opens every port", func(b *Bundle, p *Pod) {
+		{"NetworkPolicy opens every port", func(t *testing.T, b *Bundle, p *Pod) {
 			b.NetworkPolicies[0].Spec.Ingress[0].Ports = nil
 		}, "no ports, so every port is open"},
-		{"NetworkPolicy selects other pods", func(b *Bundle, p *Pod) {
+		{"NetworkPolicy selects other pods", func(t *testing.T, b *Bundle, p *Pod) {
 			b.NetworkPolicies[0].Spec.PodSelector.MatchLabels = map[string]string{"x": "y"}
 		}, "no NetworkPolicy selects the pod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := loadManifests(t)
-			tt.mutate(b, inspect(t, b))
+			tt.mutate(t, b, inspect(t, b))
 			errs := Check(b)
 			if !slices.ContainsFunc(errs, func(err error) bool {
 				return strings.Contains(err.Error(), tt.want)
@@ -244,13 +251,14 @@ func TestChecksCatch(t *testing.T) {
 }
 
 // setConfig edits the sidecar's TOML in the bundle's ConfigMap.
-func setConfig(b *Bundle, p *Pod, old, new string) {
+func setConfig(t *testing.T, b *Bundle, p *Pod, old, new string) {
+	t.Helper()
+	if !strings.Contains(p.ConfigText, old) {
+		t.Fatalf("%q is not in the config", old)
+	}
 	for _, cm := range b.ConfigMaps {
 		for k, v := range cm.Data {
 			if v == p.ConfigText {
-				if !strings.Contains(v, old) {
-					panic("setConfig: " + old + " is not in the config")
-				}
 				cm.Data[k] = strings.Replace(v, old, new, 1)
 			}
 		}
@@ -300,9 +308,7 @@ func FuzzSplitDocuments(f *testing.F) {
 				t.Fatalf("document without content: %q", d)
 			}
 			joined = append(joined, d...)
-			var obj runtime.Object
-			obj, _ = Decode(d)
-			_ = obj
+			_, _ = Decode(d) // any outcome but a panic
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			l := strings.TrimSpace(line)
