@@ -168,7 +168,8 @@ func TestRedactorMasksTelegramBotTokens(t *testing.T) {
 
 func TestMayHoldKeyShapeNeverHidesAMatch(t *testing.T) {
 	for _, s := range []string{
-		"sk-abcdefgh12345", "SK-ABCDEFGH12345", "Authorization: BEARER abcdefgh1234", "x bEaReR abcdefghijk",
+		"sk-abcdefgh12345", "SK-ABCDEFGH12345",
+		"Authorization: BEARER abcdefgh1234", "x bEaReR abcdefghijk",
 		"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "/plain/path", "",
 	} {
 		if keyShapes.MatchString(s) && !mayHoldKeyShape(s) {

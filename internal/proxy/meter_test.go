@@ -363,7 +363,8 @@ func TestUncertainChargeIsRefunded(t *testing.T) {
 	} {
 		var refunds []metering.RefundRequest
 		l := &fakeLedger{
-			consume: func(context.Context, metering.ConsumeRequest) (metering.ConsumeResult, error) {
+			consume: func(context.Context,
+				metering.ConsumeRequest) (metering.ConsumeResult, error) {
 				return metering.ConsumeResult{}, tt.err
 			},
 			refund: func(_ context.Context, req metering.RefundRequest) (metering.Account, error) {
