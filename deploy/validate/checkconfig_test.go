@@ -80,6 +80,7 @@ func TestSidecarAcceptsConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			b := tt.bundle(t)
 			p := inspect(t, b)
 			dir := t.TempDir()

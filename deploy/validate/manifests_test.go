@@ -238,6 +238,7 @@ func TestChecksCatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			b := loadManifests(t)
 			tt.mutate(t, b, inspect(t, b))
 			errs := Check(b)

@@ -161,6 +161,9 @@ func FuzzParseUnit(f *testing.F) {
 					t.Fatalf("[%s] %q: bad entry %q", section, key, values)
 				}
 				_ = u.Get(section, key)
+				for _, v := range values {
+					_, _ = parseTimespan(v) // any outcome but a panic
+				}
 			}
 		}
 	})
