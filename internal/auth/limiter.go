@@ -1,11 +1,12 @@
 package auth
 
 import (
-	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
 
 // DefaultMaxClients is the number of client addresses a Limiter remembers
@@ -64,7 +65,7 @@ func (l *Limiter) Allow(addr string) (retryAfter time.Duration, ok bool) {
 	if l == nil || l.clients == nil {
 		return 0, true
 	}
-	key, now := clientKey(addr), l.now()
+	key, now := httpx.ClientKey(addr), l.now()
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -90,7 +91,7 @@ func (l *Limiter) Fail(addr string) {
 	if l == nil || l.clients == nil {
 		return
 	}
-	key, now := clientKey(addr), l.now()
+	key, now := httpx.ClientKey(addr), l.now()
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -109,23 +110,4 @@ func (l *Limiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.clients.Len()
-}
-
-// clientKey groups addresses: an IPv4 address (IPv4-mapped IPv6
-// included) stands alone, an IPv6 address counts as its /64. Anything that
-// is not an IP is used as it is.
-func clientKey(addr string) string {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		return addr
-	}
-	ip = ip.WithZone("").Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, err := ip.Prefix(64)
-	if err != nil {
-		return addr
-	}
-	return p.String()
 }

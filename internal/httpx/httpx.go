@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -48,4 +49,24 @@ func ClientAddr(r *http.Request) string {
 func RetryAfter(d time.Duration) string {
 	s := int64(math.Ceil(d.Seconds())) // no overflow near the largest d
 	return strconv.FormatInt(max(s, 1), 10)
+}
+
+// ClientKey groups client addresses for per-client limits: an IPv4
+// address (IPv4-mapped IPv6 included) stands alone, an IPv6 address counts
+// as its /64 (one host usually holds a whole /64), and anything that is
+// not an IP address is used as it is.
+func ClientKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.WithZone("").Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return addr
+	}
+	return p.String()
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
 
 // FuzzBucket drives one client with arbitrary gaps between requests and
@@ -73,24 +75,24 @@ func FuzzClientKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, addr string) {
-		key := clientKey(addr)
+		key := httpx.ClientKey(addr)
 		ip, err := netip.ParseAddr(addr)
 		if err != nil {
 			if key != addr {
-				t.Fatalf("clientKey(%q) = %q, want the input unchanged", addr, key)
+				t.Fatalf("ClientKey(%q) = %q, want the input unchanged", addr, key)
 			}
 			return
 		}
 		ip = ip.WithZone("").Unmap()
 		if ip.Is4() {
 			if key != ip.String() {
-				t.Fatalf("clientKey(%q) = %q, want %q", addr, key, ip)
+				t.Fatalf("ClientKey(%q) = %q, want %q", addr, key, ip)
 			}
 			return
 		}
 		p, err := netip.ParsePrefix(key)
 		if err != nil || p.Bits() != 64 || !p.Contains(ip) || p != p.Masked() {
-			t.Fatalf("clientKey(%q) = %q, want the masked /64 holding it", addr, key)
+			t.Fatalf("ClientKey(%q) = %q, want the masked /64 holding it", addr, key)
 		}
 	})
 }

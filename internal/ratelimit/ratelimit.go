@@ -3,12 +3,13 @@ package ratelimit
 import (
 	"math"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/httpx"
 )
 
 // DefaultMaxClients is the number of buckets a Limiter keeps when
@@ -147,7 +148,7 @@ func (l *Limiter) Allow(name, addr string) (retryAfter time.Duration, ok bool) {
 	if lim == nil {
 		return 0, true
 	}
-	key := bucketKey{name: name, client: clientKey(addr)}
+	key := bucketKey{name: name, client: httpx.ClientKey(addr)}
 	now := l.now()
 
 	l.mu.Lock()
@@ -178,23 +179,4 @@ func (l *Limiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buckets.Len()
-}
-
-// clientKey groups peer addresses: an IPv4 address (IPv4-mapped IPv6
-// included) stands alone, an IPv6 address counts as its /64, and anything
-// that is not an IP address is used as it is.
-func clientKey(addr string) string {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		return addr
-	}
-	ip = ip.WithZone("").Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, err := ip.Prefix(64)
-	if err != nil {
-		return addr
-	}
-	return p.String()
 }
