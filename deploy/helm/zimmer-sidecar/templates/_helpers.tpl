@@ -104,12 +104,12 @@ every old pod until its successor is ready.
 {{- define "zimmer-sidecar.strategy" -}}
 {{- $p := .Values.persistence }}
 {{- $shared := or (not $p.enabled) (has "ReadWriteMany" $p.accessModes) }}
-{{- if and (eq .Values.ledger.backend "postgres") $shared }}
+{{- if and (eq .Values.ledger.backend "postgres") $shared -}}
 type: RollingUpdate
 rollingUpdate:
   maxUnavailable: 0
   maxSurge: 1
-{{- else }}
+{{- else -}}
 type: Recreate
 {{- end }}
 {{- end }}
