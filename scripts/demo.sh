@@ -35,5 +35,7 @@ sidecar on http://127.0.0.1:8080, admin on http://127.0.0.1:9090; try:
        http://127.0.0.1:8080/provision
   $bin ledger show 1 -admin http://127.0.0.1:9090
   $bin ledger credit 1 100 -admin http://127.0.0.1:9090
+  ZIMMER_SERVICE_TOKEN=$ZIMMER_SERVICE_TOKEN $bin check http://127.0.0.1:8080
+the status page: http://127.0.0.1:9090/status, metrics: http://127.0.0.1:9090/metrics
 MSG
 "$bin" run -config examples/python-app/zimmer-sidecar.toml
