@@ -118,8 +118,8 @@ func ParseCall(s string) (Call, error) {
 		return Call{}, fmt.Errorf("has unknown method %q; use one of %s",
 			method, strings.Join(methods, ", "))
 	}
-	if !strings.HasPrefix(p, "/") {
-		return Call{}, fmt.Errorf(`path must start with "/" (got %q)`, p)
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
+		return Call{}, fmt.Errorf(`path must start with one "/" (got %q)`, p)
 	}
 	return Call{Method: m, Path: p}, nil
 }

@@ -65,7 +65,7 @@ func TestParseCall(t *testing.T) {
 		{"POST", Call{}, `must be "METHOD /path"`},
 		{"/t", Call{}, `must be "METHOD /path"`},
 		{"SEND /t", Call{}, `unknown method "SEND"`},
-		{"PUT t", Call{}, `must start with "/"`},
+		{"PUT t", Call{}, `must start with one "/"`},
 	}
 	for _, tt := range tests {
 		got, err := ParseCall(tt.in)

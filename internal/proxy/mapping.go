@@ -299,6 +299,10 @@ func compileURLTemplate(s string, names []string) (*urlTemplate, error) {
 	if !strings.HasPrefix(s, "/") {
 		return nil, fmt.Errorf("path %q must start with /", s)
 	}
+	if strings.HasPrefix(s, "//") {
+		// "//x" reads as a host, not a path, wherever a URL is parsed.
+		return nil, fmt.Errorf("path %q must not start with //", s)
+	}
 	if strings.IndexFunc(s, func(r rune) bool {
 		return r <= ' ' || r == 0x7f || r == '#'
 	}) >= 0 {
