@@ -12,32 +12,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/testclock"
 )
 
 // testToken is the service token the fake automation accepts.
 const testToken = "3f9c2a7d81e64b05a7c4d2e9f0b1a6c83f9c2a7d81e64b05a7c4d2e9f0b1a6c8"
 
-// fakeClock is a clock a handler can move forward, so a slow answer needs
-// no sleep.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the tests' settable clock.
+type fakeClock = testclock.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 1, 10, 16, 54, 49, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	return testclock.New(time.Date(2025, 1, 10, 16, 54, 49, 0, time.UTC))
 }
 
 // seen is one request the fake automation got.

@@ -6,35 +6,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/testclock"
 )
 
-// fakeClock is an injected clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the tests' settable clock.
+type fakeClock = testclock.Clock
 
-// newClock starts at 10:00 UTC on an ordinary day.
 func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 14, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
+	return testclock.New(time.Date(2025, 3, 14, 10, 0, 0, 0, time.UTC))
 }
 
 // eventLog collects events from Options.OnEvent.
