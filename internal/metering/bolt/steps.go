@@ -82,20 +82,15 @@ func consumeStep(
 	fp := req.Fingerprint()
 
 	// A claimed key answers as it first did, or conflicts.
-	if req.IdempotencyKey != "" {
-		rec, ok, err := getIdem(tx, req.IdempotencyKey)
-		if err != nil {
-			return fmt.Errorf("consume %d: %w", id, err), nil
-		}
-		if ok {
-			if !rec.matches(metering.EntryDebit, fp) {
-				return fmt.Errorf("consume %d: %w", id, metering.ErrIdempotencyConflict), nil
-			}
-			*out = *rec.Consume
-			out.Replayed = true
-			out.Refunded = rec.RefundedAt != nil
-			return nil, nil
-		}
+	rec, err := priorClaim(tx, req.IdempotencyKey, metering.EntryDebit, fp)
+	if err != nil {
+		return fmt.Errorf("consume %d: %w", id, err), nil
+	}
+	if rec != nil {
+		*out = *rec.Consume
+		out.Replayed = true
+		out.Refunded = rec.RefundedAt != nil
+		return nil, nil
 	}
 
 	// Decide on the balances as this transaction sees them, which
@@ -156,18 +151,13 @@ func creditStep(
 	fp := req.Fingerprint()
 
 	// A claimed key answers as it first did, or conflicts.
-	if req.IdempotencyKey != "" {
-		rec, ok, err := getIdem(tx, req.IdempotencyKey)
-		if err != nil {
-			return fmt.Errorf("credit %d: %w", id, err), nil
-		}
-		if ok {
-			if !rec.matches(metering.EntryCredit, fp) {
-				return fmt.Errorf("credit %d: %w", id, metering.ErrIdempotencyConflict), nil
-			}
-			*out = *rec.Account
-			return nil, nil
-		}
+	rec, err := priorClaim(tx, req.IdempotencyKey, metering.EntryCredit, fp)
+	if err != nil {
+		return fmt.Errorf("credit %d: %w", id, err), nil
+	}
+	if rec != nil {
+		*out = *rec.Account
+		return nil, nil
 	}
 
 	// Check the account and that the credit fits.
@@ -276,4 +266,26 @@ func refundStep(
 	}
 	*out = acct
 	return nil, nil
+}
+
+// priorClaim looks up key's claim: nil when key is empty or unclaimed, the
+// record when the same kind of request with fingerprint fp claimed it, and
+// ErrIdempotencyConflict when another request did.
+func priorClaim(
+	tx *bbolt.Tx,
+	key string,
+	kind metering.EntryKind,
+	fp metering.Fingerprint,
+) (*idemRecord, error) {
+	if key == "" {
+		return nil, nil
+	}
+	rec, ok, err := getIdem(tx, key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if !rec.matches(kind, fp) {
+		return nil, metering.ErrIdempotencyConflict
+	}
+	return &rec, nil
 }
