@@ -98,7 +98,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.conns, "c", 64, "concurrent workers, each with its own connection")
 	fs.DurationVar(&o.duration, "d", 10*time.Second, "how long to send requests")
 	fs.Int64Var(&o.count, "n", 0, "stop after this many requests (0: only -d bounds)")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long requests in flight may run past -d")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second,
+		"how long requests in flight may run past -d")
 	fs.BoolVar(&o.idempotency, "idempotency", false, "a unique Idempotency-Key per request")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {

@@ -72,7 +72,8 @@ func (s secretSource) resolveValue(p, ref string) (value, source, msg string) {
 	case strings.HasPrefix(ref, "env:"):
 		name := strings.TrimSpace(strings.TrimPrefix(ref, "env:"))
 		if name == "" {
-			return "", "", `"env:" needs the name of an environment variable, like "env:ZIMMER_TOKEN"`
+			return "", "", `"env:" needs the name of an environment variable, ` +
+				`like "env:ZIMMER_TOKEN"`
 		}
 		v, ok := s.env[name]
 		if !ok {
