@@ -17,6 +17,7 @@ type Config struct {
 	Ledger     Ledger     `toml:"ledger"`
 	Zimmer     Zimmer     `toml:"zimmer"`
 	TLS        TLS        `toml:"tls"`
+	Egress     Egress     `toml:"egress"`
 
 	// Routes come from [[route]] tables, in file order. None: every path
 	// that is not a Zimmer endpoint is proxied unprotected and unmetered
@@ -32,6 +33,13 @@ type Automation struct {
 	Version string `toml:"version"`
 	// ID is the platform's automation id; 0 means unknown.
 	ID int64 `toml:"id"`
+	// PlatformURL is the platform's base URL, for key leases, usage
+	// reports and its ledger; nil when the sidecar never calls it.
+	PlatformURL *url.URL `toml:"platform_url"`
+	// PlatformToken is the service token sent to the platform, as a
+	// secret reference; unset means the first plain token of auth.tokens
+	// (the platform uses one secret in both directions).
+	PlatformToken Secret `toml:"platform_token"`
 }
 
 // Listen configures the two listeners.
@@ -319,6 +327,7 @@ func Default() *Config {
 		},
 		Zimmer: Zimmer{Prefixes: []string{"/"}, Deadlines: defaultDeadlines()},
 		TLS:    defaultTLS(),
+		Egress: defaultEgress(),
 	}
 }
 

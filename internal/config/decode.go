@@ -133,6 +133,10 @@ func (d *decoder) decodeValue(p string, v any, rv reflect.Value) {
 		}
 	case *Secret:
 		d.decodeSecret(p, v, dst)
+	case *[]Secret:
+		if refs, ok := d.stringList(p, v, true); ok {
+			*dst = d.resolveSecretList(p, refs)
+		}
 	case *[]Token:
 		if refs, ok := d.stringList(p, v, true); ok {
 			*dst = d.resolveTokens(p, refs)
@@ -324,6 +328,10 @@ func (d *decoder) decodeURL(p string, v any, dst **url.URL) {
 	s, ok := text(v)
 	if !ok {
 		d.wrongType(p, "a URL string", v, false)
+		return
+	}
+	if strings.TrimSpace(s) == "" {
+		*dst = nil // not set; a required URL's rule reports it
 		return
 	}
 	u, err := url.Parse(strings.TrimSpace(s))

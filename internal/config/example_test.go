@@ -39,6 +39,8 @@ func TestExampleParses(t *testing.T) {
 		{"log", c.Log, d.Log},
 		{"ledger", c.Ledger, d.Ledger},
 		{"tls", c.TLS, d.TLS},
+		{"egress", c.Egress, d.Egress},
+		{"automation.platform_url", c.Automation.PlatformURL, d.Automation.PlatformURL},
 		{"app", app, defApp},
 		{"app.url", c.App.URL.String(), d.App.URL.String()},
 		{"auth", auth, defAuth},

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 
@@ -187,4 +188,34 @@ func hasBcryptPrefix(h string) bool {
 		}
 	}
 	return false
+}
+
+// resolveSecretList resolves a list of secret references at p. A "file:"
+// reference may hold several secrets, one per line; blank lines and lines
+// starting with "#" are skipped, and each secret's Source names its line
+// ("file:/path#2"). Problems name the reference's position, never a value.
+func (d *decoder) resolveSecretList(p string, refs []string) []Secret {
+	out := []Secret{}
+	for i, ref := range refs {
+		ip := joinIndex(p, i)
+		value, source, msg := d.secrets.resolveValue(ip, ref)
+		if msg != "" {
+			d.addf(ip, "%s", msg)
+			continue
+		}
+		if !strings.HasPrefix(ref, "file:") {
+			out = append(out, Secret{Value: value, Source: source})
+			continue
+		}
+		n := 0
+		for line := range strings.Lines(value) {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			n++
+			out = append(out, Secret{Value: line, Source: fmt.Sprintf("%s#%d", source, n)})
+		}
+	}
+	return out
 }

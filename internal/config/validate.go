@@ -48,6 +48,8 @@ func (v *validator) validate(c *Config) {
 	v.deadlines(&c.Zimmer.Deadlines)
 	v.tlsSection(&c.TLS, &c.Listen)
 	v.routes(c.Routes, c.Ledger.MaxUnits)
+	v.platformURL(c.Automation.PlatformURL)
+	v.egress(c)
 }
 
 // positive checks that a duration is above zero.
