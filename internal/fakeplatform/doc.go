@@ -11,7 +11,12 @@
 //     manager does (fewest requests this minute, then fewest tokens
 //     today, then used longest ago) and leases it for Options.LeaseTTL.
 //   - POST /api/automations/{id}/openai-usage: the guide's usage report,
-//     recorded whole and counted against the key.
+//     recorded whole and counted against the key. The guide defines no
+//     idempotency; the fake honours an Idempotency-Key header, as the
+//     sidecar's outbox expects of the platform: a report with a key
+//     that already recorded one (for the same automation) records
+//     nothing and gets the first answer, whatever its body. A request
+//     that recorded nothing (refused) does not take its key.
 //   - POST /api/automation-usage/consume: the platform's real ledger call,
 //     with its real rules: demo tokens, while the demo is active, must
 //     cover the whole request; paid tokens after; no sign check on units;

@@ -178,12 +178,20 @@ func (p *Platform) report(r *http.Request, body []byte) result {
 		return invalid(o)
 	}
 
-	// Authenticate, find the key and record the report against it.
+	// Authenticate; answer a known Idempotency-Key as it was answered.
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if res, ok := p.authAutomation(r, id); !ok {
 		return res
 	}
+	rep.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	rk := reportKey{automationID: id, key: rep.IdempotencyKey}
+	if first, ok := p.reportKeys[rk]; ok && rk.key != "" {
+		p.replays++
+		return first
+	}
+
+	// Find the key and record the report against it.
 	k := p.keys[rep.KeyID]
 	if k == nil || k.AutomationID != id {
 		return result{http.StatusNotFound, detail("OpenAI key not found")}
@@ -192,7 +200,11 @@ func (p *Platform) report(r *http.Request, body []byte) result {
 	rep.At = now
 	p.reports = append(p.reports, rep)
 	k.record(rep.TokensUsed, now)
-	return result{http.StatusOK, reportAnswer{Success: true, Message: "usage recorded"}}
+	res := result{http.StatusOK, reportAnswer{Success: true, Message: "usage recorded"}}
+	if rk.key != "" {
+		p.reportKeys[rk] = res
+	}
+	return res
 }
 
 // record counts one call's usage as the platform's key manager does, and

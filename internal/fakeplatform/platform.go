@@ -73,7 +73,10 @@ type UsageReport struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	Success          bool
-	At               time.Time
+	// IdempotencyKey is the request's Idempotency-Key header, "" when
+	// it had none.
+	IdempotencyKey string
+	At             time.Time
 }
 
 // ConsumeRecord is one consume request the ledger ruled on.
@@ -113,6 +116,17 @@ type Platform struct {
 	leases   []LeaseRecord
 	reports  []UsageReport
 	consumes []ConsumeRecord
+	// reportKeys holds the answer of each report recorded with an
+	// Idempotency-Key, by automation and key; replays counts the
+	// requests it answered again.
+	reportKeys map[reportKey]result
+	replays    int
+}
+
+// reportKey is an Idempotency-Key of one automation's reports.
+type reportKey struct {
+	automationID int64
+	key          string
 }
 
 // keyUsage is a key and the usage reported for it, as the platform's
@@ -143,6 +157,8 @@ func New(opts Options) *Platform {
 		accounts: make(map[int64]*Account),
 		faults:   make(map[Endpoint]*Fault),
 		calls:    make(map[Endpoint]int),
+
+		reportKeys: make(map[reportKey]result),
 	}
 	p.mux = http.NewServeMux()
 	p.mux.Handle("/api/automations/{id}/openai-key", p.endpoint(EndpointLease, p.lease))
@@ -218,11 +234,20 @@ func (p *Platform) Leases() []LeaseRecord {
 	return slices.Clone(p.leases)
 }
 
-// Reports returns every usage report recorded, in arrival order.
+// Reports returns every usage report recorded, in arrival order. A
+// report repeated with the same Idempotency-Key is recorded once.
 func (p *Platform) Reports() []UsageReport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.reports)
+}
+
+// ReportReplays returns how many reports were answered from an earlier
+// request with the same Idempotency-Key, recording nothing.
+func (p *Platform) ReportReplays() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.replays
 }
 
 // Consumes returns every consume the ledger ruled on, in arrival order.

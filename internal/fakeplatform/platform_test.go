@@ -331,6 +331,63 @@ func TestReportEndpoint(t *testing.T) {
 	}
 }
 
+func TestReportIdempotencyKey(t *testing.T) {
+	e := newEnv(t)
+	e.p.AddKey(Key{ID: 1, AutomationID: automation, APIKey: "sk-one"})
+	e.p.AddKey(Key{ID: 2, AutomationID: 8, APIKey: "sk-two"})
+	send := func(path, tok, key, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("X-Zimmer-Service-Token", tok)
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	const first = `{"key_id":1,"tokens_used":10}`
+	const other8 = "/api/automations/8/openai-usage"
+	steps := []struct {
+		name, path, tok, key, body string
+		want                       int
+	}{
+		{"first", reportPath, token, "k1", first, 200},
+		{"repeat", reportPath, token, "k1", first, 200},
+		{"repeat with another body", reportPath, token, "k1",
+			`{"key_id":1,"tokens_used":99}`, 200},
+		{"refused does not take a key", reportPath, token, "k2",
+			`{"key_id":42,"tokens_used":1}`, 404},
+		{"then the key records", reportPath, token, "k2", `{"key_id":1,"tokens_used":5}`, 200},
+		{"wrong token is still refused", reportPath, "nope", "k1", first, 401},
+		{"keys are per automation", other8, "other-token", "k1", `{"key_id":2,"tokens_used":3}`, 200},
+		{"no key: no dedupe", reportPath, token, "", first, 200},
+		{"no key again", reportPath, token, "", first, 200},
+	}
+	for _, s := range steps {
+		if got := send(s.path, s.tok, s.key, s.body); got != s.want {
+			t.Fatalf("%s: got %d, want %d", s.name, got, s.want)
+		}
+	}
+	var keys []string
+	for _, r := range e.p.Reports() {
+		keys = append(keys, r.IdempotencyKey)
+	}
+	if got, want := strings.Join(keys, ","), "k1,k2,k1,,"; got != want {
+		t.Fatalf("recorded keys: got %q, want %q", got, want)
+	}
+	if got := e.p.ReportReplays(); got != 2 {
+		t.Fatalf("replays: got %d, want 2", got)
+	}
+	if got := e.p.KeyTokensToday(1); got != 10+5+10+10 {
+		t.Fatalf("key tokens today: got %d, want 35", got)
+	}
+}
+
 func TestFaults(t *testing.T) {
 	report := `{"key_id":1,"tokens_used":5}`
 	tests := []struct {
