@@ -1,0 +1,193 @@
+package egress
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/outbox"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
+)
+
+// maxErrorBody bounds an upstream error answer the handler reads, cleans
+// of keys and passes on.
+const maxErrorBody = 64 << 10
+
+// copyBufSize is the read size of an answer's body.
+const copyBufSize = 32 << 10
+
+// deliver passes the last attempt's answer to the app, if it is still
+// there, and notes how the call ended.
+func (c *call) deliver(w http.ResponseWriter, a answer) {
+	switch {
+	case a.resp == nil:
+		c.deliverNoAnswer(w, a.err)
+	case a.resp.StatusCode >= 200 && a.resp.StatusCode < 300:
+		c.deliverSuccess(w, a.resp)
+	default:
+		c.deliverFailure(w, a.resp)
+	}
+}
+
+// deliverNoAnswer answers a transport error: 504 when time ran out, else
+// 502.
+func (c *call) deliverNoAnswer(w http.ResponseWriter, err error) {
+	c.exit, c.failure = c.exitFor(err), err
+	c.outcome = keys.Outcome{}
+	if c.watch.gone.Load() {
+		return
+	}
+	e := errUnreachable
+	if c.exit == outbox.ExitTimeout {
+		e = errUpstreamTimeout
+	}
+	e.write(w)
+	c.appStatus = e.status
+}
+
+// deliverFailure passes an error answer on, read whole (bounded) and
+// cleaned of every injected key, without the upstream's Content-Length.
+func (c *call) deliverFailure(w http.ResponseWriter, resp *http.Response) {
+	h := c.h
+	c.status = resp.StatusCode
+	body, err := readBounded(resp.Body, maxErrorBody+1)
+	_ = resp.Body.Close()
+	c.outcome = keys.OutcomeFromResponse(resp.StatusCode, resp.Header, body, h.opts.Now())
+	switch {
+	case err != nil:
+		c.exit, c.failure = c.exitFor(err), err
+	case resp.StatusCode >= 500:
+		c.exit = outbox.ExitUpstreamError
+	default:
+		c.exit = outbox.ExitComplete
+	}
+	if c.watch.gone.Load() {
+		return
+	}
+
+	if err != nil || len(body) > maxErrorBody {
+		e := errUpstreamBody
+		if c.exit == outbox.ExitTimeout {
+			e = errUpstreamTimeout
+		}
+		e.write(w)
+		c.appStatus = e.status
+		return
+	}
+	h.copyAnswerHeader(w.Header(), resp.Header)
+	w.Header().Del("Content-Length")
+	w.WriteHeader(resp.StatusCode)
+	c.appStatus = resp.StatusCode
+	_, _ = w.Write(h.redact.bytes(body))
+}
+
+// deliverSuccess streams a 2xx answer to the app through a metering Body,
+// flushing event streams after every read. When the app goes away, the
+// rest of the answer is drained (bounded) for its usage.
+func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
+	h := c.h
+	c.status = resp.StatusCode
+	stream := isEventStream(resp.Header.Get("Content-Type"))
+	strip := stream && c.req.strip
+	c.body = usage.NewBody(resp.Body, usage.Options{Stream: stream, StripUsageChunk: strip})
+
+	if !c.watch.gone.Load() {
+		h.copyAnswerHeader(w.Header(), resp.Header)
+		if strip {
+			w.Header().Del("Content-Length")
+		}
+		w.WriteHeader(resp.StatusCode)
+		c.appStatus = resp.StatusCode
+		if stream {
+			c.flush(w)
+		}
+	}
+	err := c.pump(w, stream)
+	c.closeBody()
+	c.outcome = keys.OutcomeFromResponse(resp.StatusCode, resp.Header, nil, h.opts.Now())
+	switch {
+	case err != nil:
+		c.exit, c.failure = c.exitFor(err), err
+	case c.watch.gone.Load():
+		c.exit = outbox.ExitClientGone
+	default:
+		c.exit = outbox.ExitComplete
+	}
+}
+
+// pump copies the answer to the app until its end; once the app is gone
+// it drains the rest instead, at most DrainBytes (DrainTimeout is
+// enforced by the upstream context). It returns nil at a clean end.
+func (c *call) pump(w http.ResponseWriter, stream bool) error {
+	buf := make([]byte, copyBufSize)
+	for !c.watch.gone.Load() {
+		n, err := c.body.Read(buf)
+		if n > 0 && !c.watch.gone.Load() {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				c.watch.leave()
+			} else if stream {
+				c.flush(w)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	_, err := c.body.Drain(c.h.opts.DrainBytes)
+	return err
+}
+
+// flush sends what was written; a failure means the app is gone.
+func (c *call) flush(w http.ResponseWriter) {
+	err := http.NewResponseController(w).Flush()
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
+		c.watch.leave()
+	}
+}
+
+// closeBody closes the answer's body, once, and keeps its Result.
+func (c *call) closeBody() {
+	if c.body == nil {
+		return
+	}
+	_ = c.body.Close()
+	c.result = c.body.Result()
+	c.body = nil
+}
+
+// droppedAnswerHeaders never reach the app besides hop-by-hop headers:
+// the upstream's cookies and alternative services are not the egress's.
+var droppedAnswerHeaders = []string{"Set-Cookie", "Alt-Svc"}
+
+// copyAnswerHeader copies the upstream's answer headers to dst, without
+// hop-by-hop headers and with injected keys cut from every value.
+func (h *Handler) copyAnswerHeader(dst, src http.Header) {
+	hd := src.Clone()
+	removeHopHeaders(hd)
+	for _, name := range droppedAnswerHeaders {
+		hd.Del(name)
+	}
+	for name, vals := range hd {
+		for i, v := range vals {
+			vals[i] = h.redact.string(v)
+		}
+		dst[name] = vals
+	}
+}
+
+// isEventStream reports whether a Content-Type is a server-sent event
+// stream.
+func isEventStream(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "text/event-stream"
+}
+
+// readBounded reads at most limit bytes of r.
+func readBounded(r io.Reader, limit int64) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r, limit))
+}

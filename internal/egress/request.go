@@ -1,0 +1,287 @@
+package egress
+
+import (
+	"errors"
+	"io"
+	"math"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
+)
+
+// target returns the upstream URL for the app's request, or the refusal.
+// Only the request's path and query are used: the Host header never
+// counts, and an absolute-form request must name the upstream's host.
+func (h *Handler) target(r *http.Request) (*url.URL, *apiError) {
+	switch {
+	case r.Method == http.MethodConnect:
+		return nil, &errForbiddenHost
+	case r.URL.Host != "" && !sameHost(r.URL, h.opts.Upstream):
+		return nil, &errForbiddenHost
+	case r.Header.Get("Upgrade") != "":
+		return nil, &errNoUpgrade
+	case !strings.HasPrefix(r.URL.Path, "/") || hasDotSegment(r.URL.Path):
+		return nil, &errBadPath
+	}
+
+	base := h.opts.Upstream
+	prefix := strings.TrimSuffix(base.Path, "/")
+	rawPrefix := strings.TrimSuffix(base.EscapedPath(), "/")
+	u := &url.URL{
+		Scheme:  base.Scheme,
+		Host:    base.Host,
+		Path:    prefix + r.URL.Path,
+		RawPath: rawPrefix + r.URL.EscapedPath(),
+	}
+	switch {
+	case base.RawQuery == "":
+		u.RawQuery = r.URL.RawQuery
+	case r.URL.RawQuery == "":
+		u.RawQuery = base.RawQuery
+	default:
+		u.RawQuery = base.RawQuery + "&" + r.URL.RawQuery
+	}
+	return u, nil
+}
+
+// sameHost reports whether an absolute-form request URL names the
+// upstream's host and port (default ports filled in).
+func sameHost(req, up *url.URL) bool {
+	return strings.EqualFold(req.Hostname(), up.Hostname()) &&
+		portOf(req) == portOf(up)
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "http" {
+		return "80"
+	}
+	return "443"
+}
+
+// hopHeaders are removed from requests and answers, with every header the
+// Connection header names.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopHeaders deletes hop-by-hop headers from hd, those named in
+// Connection first.
+func removeHopHeaders(hd http.Header) {
+	for _, v := range hd.Values("Connection") {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				hd.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		hd.Del(name)
+	}
+}
+
+// droppedRequestHeaders never reach the upstream: credentials, client
+// forwarding headers, and headers the egress sets itself.
+var droppedRequestHeaders = []string{
+	"Authorization", "Api-Key", "Cookie", "Forwarded", "X-Forwarded-For",
+	"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Expect",
+	"Accept-Encoding", "Content-Length",
+}
+
+// upstreamHeader returns the app's headers as the upstream is to get
+// them, without a key (setKey adds it per attempt). Hop-by-hop headers go
+// first, so nothing the app names in Connection can remove what the
+// egress sets afterwards (case C5).
+func (h *Handler) upstreamHeader(in http.Header) http.Header {
+	out := in.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	removeHopHeaders(out)
+	for _, name := range droppedRequestHeaders {
+		out.Del(name)
+	}
+	out.Del(h.opts.UserHeader)
+	for name := range out {
+		if strings.HasPrefix(strings.ToLower(name), "x-zimmer-") ||
+			strings.HasPrefix(strings.ToLower(name), "x_zimmer_") {
+			delete(out, name)
+		}
+	}
+	// The answer must be metered: ask for no compression.
+	out.Set("Accept-Encoding", "identity")
+	if _, ok := out["User-Agent"]; !ok {
+		out["User-Agent"] = []string{""} // not Go's default
+	}
+	return out
+}
+
+// setKey puts the key into a copy of hd.
+func (h *Handler) setKey(hd http.Header, key string) http.Header {
+	out := hd.Clone()
+	if h.opts.Auth == AuthAPIKey {
+		out.Set("Api-Key", key)
+	} else {
+		out.Set("Authorization", "Bearer "+key)
+	}
+	return out
+}
+
+// userOf reads the user the app names; 0 when it names none.
+func (h *Handler) userOf(hd http.Header) (int64, *apiError) {
+	vals := hd.Values(h.opts.UserHeader)
+	switch {
+	case len(vals) == 0:
+		if h.opts.RequireUser {
+			return 0, &errUserRequired
+		}
+		return 0, nil
+	case len(vals) > 1:
+		return 0, &errBadUser
+	}
+	id, err := strconv.ParseInt(strings.TrimSpace(vals[0]), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, &errBadUser
+	}
+	return id, nil
+}
+
+// readBody reads the whole request body, at most MaxRequestBytes. A
+// declared length over the limit is refused before anything is read, so
+// no "100 Continue" goes out.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	limit := h.opts.MaxRequestBytes
+	if r.ContentLength > limit {
+		return nil, &errTooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, &errTooLarge
+	case err != nil:
+		return nil, &errBodyRead
+	}
+	return b, nil
+}
+
+// prepared is the request body as sent upstream, and what was read from
+// it.
+type prepared struct {
+	body []byte
+	info usage.RequestInfo
+	// strip: a streamed answer's usage-only chunk is the egress's own
+	// addition and must not reach the app.
+	strip bool
+}
+
+// prepare parses a JSON body and, for a streamed chat completions or
+// completions request, makes it ask for usage. Other bodies pass as they
+// are.
+func prepare(path, contentType string, body []byte) (prepared, *apiError) {
+	p := prepared{body: body, info: usage.RequestInfo{N: 1}}
+	if len(body) == 0 || !isJSON(contentType) {
+		return p, nil
+	}
+	info, err := usage.ParseRequest(body)
+	if err != nil {
+		return p, &errBadBody
+	}
+	p.info = info
+	if !info.Stream || !asksCompletions(path) {
+		return p, nil
+	}
+	out, appAsked, err := usage.PrepareRequest(body)
+	if err != nil {
+		return p, &errBadBody
+	}
+	p.body, p.strip = out, !appAsked
+	return p, nil
+}
+
+// isJSON reports whether a Content-Type is JSON.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// asksCompletions reports whether path is a chat completions or
+// completions endpoint (where stream_options.include_usage applies).
+func asksCompletions(path string) bool {
+	return strings.HasSuffix(path, "/completions")
+}
+
+// reportsUsage reports whether path is an endpoint whose successful
+// answer always carries usage.
+func reportsUsage(path string) bool {
+	return strings.HasSuffix(path, "/completions") ||
+		strings.HasSuffix(path, "/embeddings") ||
+		strings.HasSuffix(path, "/responses")
+}
+
+// promptBytesPerToken sizes the prompt estimate: ceil(body bytes / 4).
+const promptBytesPerToken = 4
+
+// reservation returns the tokens to reserve for a call: the prompt
+// estimated from the body's size, plus max_tokens × n when the request
+// names a cap, else ReserveTokens.
+func (h *Handler) reservation(bodyLen int, info usage.RequestInfo) int64 {
+	prompt := (int64(bodyLen) + promptBytesPerToken - 1) / promptBytesPerToken
+	completion := h.opts.ReserveTokens
+	if info.MaxTokens > 0 {
+		completion = mulSat(info.MaxTokens, max(info.N, 1))
+	}
+	return addSat(prompt, completion)
+}
+
+// maxCompletion is what Pool.Acquire is told: the cap times n, 0 when
+// the request names none.
+func maxCompletion(info usage.RequestInfo) int64 {
+	if info.MaxTokens <= 0 {
+		return 0
+	}
+	return mulSat(info.MaxTokens, max(info.N, 1))
+}
+
+// unitsFor converts tokens to budget units, rounding up.
+func (h *Handler) unitsFor(tokens int64) int64 {
+	if tokens <= 0 {
+		return 0
+	}
+	per := h.opts.TokensPerUnit
+	return tokens/per + min(tokens%per, 1)
+}
+
+func mulSat(a, b int64) int64 {
+	if a > 0 && b > 0 && a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
