@@ -1,0 +1,260 @@
+package fakeopenai
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultWords is the number of completion words (tokens, stream content
+// chunks) when Options.Words is zero.
+const DefaultWords = 5
+
+// DefaultModel is the model answered when a request names none.
+const DefaultModel = "gpt-4o-mini"
+
+// maxBody bounds every request body.
+const maxBody = 8 << 20
+
+// Options configure a Server.
+type Options struct {
+	// Keys are known from the start, each Active (as AddKey).
+	Keys []string
+	// Words is the number of completion words; zero means DefaultWords.
+	// A request's max_tokens (or max_completion_tokens, max_output_tokens)
+	// lowers it; a request's X-Fake-Words header replaces it.
+	Words int
+	// EchoKey makes 401 and 429 error messages carry the whole key the
+	// request presented, as a careless upstream could; otherwise they carry
+	// it masked as OpenAI does.
+	EchoKey bool
+	// Stream is the default StreamControl of streamed answers.
+	Stream StreamControl
+	// Now is the clock of "created" fields; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the fake. Its methods are safe for concurrent use with the
+// handler; mu guards every field below it.
+type Server struct {
+	opts Options
+
+	mu      sync.Mutex
+	keys    map[string]*keyEntry
+	records []Record
+	dropped int // records forgotten by Reset
+	stats   map[string]*KeyStats
+	hold    chan struct{} // non-nil while Hold is in force
+	seq     int
+}
+
+// New returns a Server configured by opts.
+func New(opts Options) *Server {
+	if opts.Words <= 0 {
+		opts.Words = DefaultWords
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:  opts,
+		keys:  make(map[string]*keyEntry),
+		stats: make(map[string]*KeyStats),
+	}
+	for _, k := range opts.Keys {
+		s.AddKey(k)
+	}
+	return s
+}
+
+// Handler returns the fake's http.Handler.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+// endpoint is the kind of call a path names.
+type endpoint int
+
+const (
+	epNone endpoint = iota
+	epChat
+	epCompletions
+	epEmbeddings
+	epResponses
+)
+
+// route names the endpoint by the path's suffix, whatever its prefix.
+func route(path string) endpoint {
+	path = strings.TrimSuffix(path, "/")
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		return epChat
+	case strings.HasSuffix(path, "/completions"):
+		return epCompletions
+	case strings.HasSuffix(path, "/embeddings"):
+		return epEmbeddings
+	case strings.HasSuffix(path, "/responses"):
+		return epResponses
+	}
+	return epNone
+}
+
+// serve handles one request in OpenAI's order: the route, the method, the
+// key, the body.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// Read and record the request whole, whatever comes next.
+	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	key, present := requestKey(r.Header)
+	seq := s.record(r, key, body)
+	rw := &statusWriter{ResponseWriter: w}
+	defer func() { s.setStatus(seq, key, rw.status) }()
+
+	// Route, then authenticate.
+	ep := route(r.URL.Path)
+	if ep == epNone || r.Method != http.MethodPost {
+		msg := "Invalid URL (" + r.Method + " " + r.URL.Path + ")"
+		writeError(rw, http.StatusNotFound, apiError{Message: msg, Type: typeInvalid})
+		return
+	}
+	if !s.authorize(rw, key, present) {
+		return
+	}
+
+	// Parse the body.
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(readErr, &tooLarge):
+		writeError(rw, http.StatusRequestEntityTooLarge,
+			apiError{Message: "Request body too large.", Type: typeInvalid})
+		return
+	case readErr != nil:
+		writeError(rw, http.StatusBadRequest,
+			apiError{Message: "The request body could not be read.", Type: typeInvalid})
+		return
+	}
+	req, err := parseRequest(ep, body)
+	if err != nil {
+		writeError(rw, http.StatusBadRequest, apiError{Message: err.Error(), Type: typeInvalid})
+		return
+	}
+	c := s.newCall(r, key, req)
+
+	// Answer.
+	switch ep {
+	case epChat:
+		s.chat(rw, r, c)
+	case epCompletions:
+		s.completions(rw, r, c)
+	case epEmbeddings:
+		s.embeddings(rw, c)
+	case epResponses:
+		s.responses(rw, r, c)
+	}
+}
+
+// call is one authorised request about to be answered.
+type call struct {
+	req     *request
+	seq     int
+	created int64
+	words   int  // completion words answered
+	capped  bool // words were lowered by the request's token cap
+	prompt  int
+	ctl     StreamControl
+	hold    chan struct{}
+	key     string
+}
+
+// newCall fixes a call's numbers and stream control, and counts its tokens
+// for the key.
+func (s *Server) newCall(r *http.Request, key string, req *request) *call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	c := &call{
+		req:     req,
+		seq:     s.seq,
+		created: s.opts.Now().Unix(),
+		prompt:  req.promptTokens,
+		ctl:     s.opts.Stream.override(r.Header),
+		hold:    s.hold,
+		key:     key,
+	}
+	words := s.opts.Words
+	if v, err := strconv.Atoi(r.Header.Get(HeaderWords)); err == nil && v >= 0 {
+		words = v
+	}
+	c.words, c.capped = CompletionTokens(words, req.maxTokens), req.maxTokens > 0 &&
+		req.maxTokens < int64(words)
+	st := s.statsLocked(key)
+	st.PromptTokens += int64(c.prompt)
+	if req.endpoint != epEmbeddings {
+		st.CompletionTokens += int64(c.words)
+	}
+	return c
+}
+
+// CompletionTokens is the number of completion tokens (words, stream
+// content chunks) the fake answers: words, or maxTokens when it is
+// positive and smaller.
+func CompletionTokens(words int, maxTokens int64) int {
+	if maxTokens > 0 && maxTokens < int64(words) {
+		return int(maxTokens)
+	}
+	return words
+}
+
+// Hold makes every stream that starts from now on pause after its first
+// event until release is called (or its client goes away), so a test can
+// see the first event arrive before the rest exists. release is
+// idempotent.
+func (s *Server) Hold() (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.hold = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.hold == ch {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// SetStream replaces the default StreamControl (Options.Stream) for
+// requests that start from now on.
+func (s *Server) SetStream(ctl StreamControl) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Stream = ctl
+}
+
+// statusWriter remembers the status answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the flusher and hijacker.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
