@@ -6,10 +6,16 @@
 // (camelCase JSON, /api/v1 routes, unix timestamps, upper-case statuses)
 // and knows nothing about Zimmer: the sidecar maps it.
 //
-// Node.js 20, no npm packages. State is kept in memory, or in a JSON file
-// when --data-file or SHOP_DATA_FILE is set.
+// Node.js 20. State is kept in memory, or in a JSON file when --data-file
+// or SHOP_DATA_FILE is set. One npm package, the official openai client, is
+// used by the assistant route alone (npm ci here installs it); without it
+// the assistant answers 503 and everything else works.
 //
 //   node server.js [--host 127.0.0.1] [--port 8001] [--data-file FILE]
+//
+// The assistant calls OpenAI with the package's defaults: OPENAI_BASE_URL
+// (default the public API) and OPENAI_API_KEY from the environment, the
+// model from SHOP_OPENAI_MODEL (default gpt-4o-mini).
 //
 // Prints "listening on HOST:PORT" on stdout once bound (--port 0 picks a
 // free port). Request logs go to stderr. SIGTERM/SIGINT: stop accepting,
@@ -21,6 +27,7 @@ const http = require('node:http');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { isUtf8 } = require('node:buffer');
+const { once } = require('node:events');
 
 const MAX_BODY = 1 << 20;
 const MAX_SLOW_MS = 600_000;
@@ -397,6 +404,235 @@ route('GET', '/ws', async (ctx) => {
   );
 });
 
+// ---------------------------------------------------------------------------
+// Assistant: answers a shopper's question about one customer's catalog with
+// OpenAI chat completions, through the official openai package.
+
+const MAX_QUESTION = 2000; // characters
+const PROMPT_ITEMS = 200; // catalog items given to the model, at most
+const ANSWER_MAX_TOKENS = 512;
+// Names the customer a call is charged to, for the Zimmer sidecar's egress
+// (which removes it before the call leaves the machine).
+const USER_HEADER = 'X-Zimmer-User-Automation-Id';
+// An upstream error code shown to clients: lower-case words only, so that
+// nothing that looks like a key or an echo of one is passed on.
+const ERROR_CODE = /^[a-z_]{1,64}$/;
+
+const unavailable = (message) =>
+  new HttpError(503, 'ASSISTANT_UNAVAILABLE', message);
+
+// openaiClient returns the app's OpenAI client, loading the package and
+// creating the client on first use with the package's defaults. 503 when
+// the package is not installed or OPENAI_API_KEY is not set.
+function openaiClient(app) {
+  if (app.openai) return app.openai;
+  let sdk;
+  try {
+    sdk = require('openai');
+  } catch (err) {
+    if (err.code !== 'MODULE_NOT_FOUND') throw err;
+    throw unavailable('the openai package is not installed (run npm ci)');
+  }
+  let client;
+  try {
+    client = new sdk.OpenAI();
+  } catch (err) {
+    if (!(err instanceof sdk.OpenAIError)) throw err;
+    throw unavailable('OPENAI_API_KEY is not set');
+  }
+  app.openai = { sdk, client };
+  return app.openai;
+}
+
+// upstreamError turns an error of the openai package into the HttpError
+// the client gets: the upstream status and a fixed message, never the
+// upstream's text or headers. Anything else is returned as it is.
+function upstreamError(sdk, err) {
+  if (err instanceof sdk.APIConnectionTimeoutError) {
+    return new HttpError(504, 'OPENAI_TIMEOUT', 'OpenAI did not answer in time');
+  }
+  if (err instanceof sdk.APIConnectionError) {
+    return new HttpError(502, 'OPENAI_UNREACHABLE', 'OpenAI could not be reached');
+  }
+  if (!(err instanceof sdk.APIError)) return err;
+  const { status } = err;
+  const code = typeof err.code === 'string' && ERROR_CODE.test(err.code)
+    ? ` (${err.code})` : '';
+  if (Number.isInteger(status) && status >= 400 && status <= 599) {
+    return new HttpError(status, 'OPENAI_ERROR', `OpenAI answered ${status}${code}`);
+  }
+  return new HttpError(502, 'OPENAI_ERROR', `OpenAI failed${code}`);
+}
+
+// The chat messages for a question about customer c's catalog.
+function assistantMessages(c, question) {
+  const lines = c.items
+    .slice(0, PROMPT_ITEMS)
+    .map((i) => `- ${i.sku}: ${i.name}, ${i.price}`);
+  const catalog = lines.length ? lines.join('\n') : '(no items yet)';
+  return [
+    {
+      role: 'system',
+      content:
+        'You are the shopping assistant of a Telegram shop. Answer in a ' +
+        'few sentences, from this catalog only (SKU: name, price):\n' +
+        catalog,
+    },
+    { role: 'user', content: question },
+  ];
+}
+
+function usageView(u) {
+  if (!u) return null;
+  return {
+    promptTokens: u.prompt_tokens,
+    completionTokens: u.completion_tokens,
+    totalTokens: u.total_tokens,
+  };
+}
+
+// {"question": str, "stream": bool} → {"answer", "model", "finishReason",
+// "usage"}; with stream true, server-sent events: "delta" {"text"} as the
+// model writes, then "end" {"complete", "finishReason", "usage"} ("error"
+// {"code", "message"} instead when the upstream fails mid-stream). The call
+// is charged to customer :id. Shutdown gives the call the grace period;
+// then the stream ends with "end" {"complete": false, "reason": "SHUTDOWN"}.
+route('POST', `${CUSTOMER}/assistant`, async (ctx, id) => {
+  const { question, stream = false } = await readJson(ctx);
+  if (
+    typeof question !== 'string' ||
+    !question.trim() ||
+    question.length > MAX_QUESTION
+  ) {
+    throw badRequest(`question must be 1-${MAX_QUESTION} characters`);
+  }
+  if (typeof stream !== 'boolean') throw badRequest('stream must be a boolean');
+  const customer = ctx.app.store.get(id);
+  const { sdk, client } = openaiClient(ctx.app);
+  ctx.note = ` customer=${id} stream=${stream}`;
+
+  // The call ends when the client goes away or the grace period is over.
+  const call = new AbortController();
+  const cancel = () => call.abort();
+  const { graceOver } = ctx.app;
+  ctx.res.on('close', cancel);
+  graceOver.signal.addEventListener('abort', cancel);
+
+  const params = {
+    model: ctx.app.model,
+    messages: assistantMessages(customer, question.trim()),
+    max_completion_tokens: ANSWER_MAX_TOKENS,
+  };
+  const options = {
+    headers: { [USER_HEADER]: String(id) },
+    signal: call.signal,
+  };
+  try {
+    if (stream) await relayAnswer(ctx, sdk, client, params, options);
+    else await answerOnce(ctx, client, params, options);
+  } catch (err) {
+    // The client left: the call was aborted with it, nobody to answer.
+    if (ctx.res.destroyed) return void (ctx.note += ' left=client');
+    if (graceOver.signal.aborted) {
+      throw new HttpError(503, 'SHUTTING_DOWN', 'the service is shutting down');
+    }
+    throw upstreamError(sdk, err);
+  } finally {
+    ctx.res.off('close', cancel);
+    graceOver.signal.removeEventListener('abort', cancel);
+  }
+});
+
+async function answerOnce(ctx, client, params, options) {
+  const completion = await client.chat.completions.create(params, options);
+  const choice = completion.choices?.[0];
+  const usage = usageView(completion.usage);
+  if (usage) ctx.note += ` tokens=${usage.totalTokens}`;
+  sendJson(ctx, 200, {
+    answer: choice?.message?.content ?? '',
+    model: completion.model,
+    finishReason: choice?.finish_reason ?? null,
+    usage,
+  });
+}
+
+// relayAnswer asks for a streamed completion and writes each piece of text
+// to the client as its own event, at once. The upstream's status is known
+// before the first byte goes out, so a refusal is still a JSON error.
+async function relayAnswer(ctx, sdk, client, params, options) {
+  const stream = await client.chat.completions.create(
+    { ...params, stream: true, stream_options: { include_usage: true } },
+    options,
+  );
+  const { res } = ctx;
+  ctx.status = 200;
+  const headers = { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' };
+  if (ctx.app.stopping) headers.Connection = 'close';
+  res.writeHead(200, headers);
+  res.flushHeaders();
+
+  let usage = null;
+  let finishReason = null;
+  let deltas = 0;
+  let failure = null;
+  try {
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = usageView(chunk.usage);
+      const choice = chunk.choices?.[0];
+      if (choice?.finish_reason) finishReason = choice.finish_reason;
+      const text = choice?.delta?.content;
+      if (!text) continue;
+      deltas++;
+      await writeEvent(res, 'delta', { text }, options.signal);
+    }
+  } catch (err) {
+    failure = err;
+  }
+  ctx.note += ` deltas=${deltas}${usage ? ` tokens=${usage.totalTokens}` : ''}`;
+
+  // The client left: nothing to tell it (the call was aborted with it).
+  if (res.destroyed) return void (ctx.note += ' left=client');
+  if (ctx.app.graceOver.signal.aborted) {
+    ctx.note += ' cut=shutdown';
+    return endStream(ctx, sse('end', { complete: false, reason: 'SHUTDOWN', usage }));
+  }
+  if (failure) {
+    const { code, message } = streamFailure(sdk, failure);
+    ctx.note += ` failed=${code}`;
+    return endStream(ctx, sse('error', { code, message }));
+  }
+  endStream(ctx, sse('end', { complete: finishReason !== null, finishReason, usage }));
+}
+
+// endStream writes the last event. When the app is stopping, the connection
+// is closed after it: the stream's headers went out before the stop without
+// "Connection: close", and an idle keep-alive connection would hold the
+// shutdown until the grace is over.
+function endStream(ctx, last) {
+  ctx.res.end(last, () => {
+    if (ctx.app.stopping) ctx.req.socket.end();
+  });
+}
+
+// streamFailure describes an error met after the stream began: an error
+// event from the upstream, or its connection breaking off.
+function streamFailure(sdk, err) {
+  const e = upstreamError(sdk, err);
+  if (e instanceof HttpError) return e;
+  // Not from the upstream's answer (its text could echo secrets): safe to log.
+  log(`error: assistant stream: ${err.name}: ${err.message}`);
+  return { code: 'OPENAI_STREAM_BROKEN', message: 'the answer from OpenAI broke off' };
+}
+
+const sse = (event, data) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+
+// writeEvent writes one event and waits while the client's buffer is full
+// (until signal aborts).
+async function writeEvent(res, event, data, signal) {
+  if (res.write(sse(event, data))) return;
+  await once(res, 'drain', { signal });
+}
+
 // sleep resolves after ms, or early when signal aborts.
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -660,6 +896,7 @@ function parseArgs(argv, env) {
     port: env.PORT || '8001',
     dataFile: env.SHOP_DATA_FILE || '',
     grace: '5',
+    model: env.SHOP_OPENAI_MODEL || 'gpt-4o-mini',
   };
   const names = { '--host': 'host', '--port': 'port',
     '--data-file': 'dataFile', '--grace': 'grace' };
@@ -694,6 +931,8 @@ function main() {
     graceOver: new AbortController(),
     streams: new Set(),
     sockets: new Set(),
+    model: opts.model,
+    openai: null, // { sdk, client } once the assistant first ran
   };
   const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) =>
     dispatch(app, req, res),
