@@ -13,6 +13,7 @@ need_cmd() { command -v "$1" >/dev/null 2>&1; }
 missing=()
 need_cmd python3 || missing+=(python3)
 need_cmd node || missing+=(nodejs)
+need_cmd npm || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && need_cmd apt-get; then
     log "installing ${missing[*]}"
@@ -42,6 +43,13 @@ if need_cmd pg_isready && ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
   fi
 fi
+
+# The Node example app's npm packages (the openai client, pinned by its
+# package-lock.json): the end-to-end tests call shop-bot's assistant route,
+# which uses it to reach OpenAI through the sidecar's egress. Without them
+# that route answers 503.
+log "npm ci (examples/node-app)"
+(cd examples/node-app && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 log "go vet"
 go vet ./...
