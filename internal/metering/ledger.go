@@ -14,6 +14,12 @@
 // key the debit was made with, so only keyed debits can be refunded; the
 // proxy gives every metered call a key for that reason and refunds the
 // charge when the app answers 5xx or not at all.
+//
+// A keyed debit may also be settled (Settle): a reservation made before
+// the real cost was known becomes a charge of the real units, giving back
+// what was held too much or taking the extra, never below zero. Reconcile
+// sets an account's balances to what an authoritative ledger answered.
+// Both are journaled like every other balance change.
 package metering
 
 import (
@@ -43,9 +49,10 @@ var (
 	// empty but present header is the HTTP layer's job.
 	ErrInvalidIdempotencyKey = errors.New("invalid idempotency key")
 
-	// ErrUnknownDebit: Refund named no accepted debit of that account: the
-	// key is empty, free, or holds a refusal, a credit or another
-	// account's debit.
+	// ErrUnknownDebit: Refund or Settle named no accepted debit of that
+	// account: the key is empty, free, or holds a refusal, a credit or
+	// another account's debit. Settle also answers it for a debit that was
+	// refunded.
 	ErrUnknownDebit = errors.New("no accepted debit with that idempotency key")
 )
 
@@ -170,7 +177,46 @@ const (
 	// EntryRefund is a Refund: the refunded debit's deltas negated, with
 	// its usage type and idempotency key and the refund's reason.
 	EntryRefund EntryKind = "refund"
+	// EntrySettle is a Settle: what went back to the balances (positive
+	// deltas) or the extra charged (negative deltas), with the debit's
+	// usage type and idempotency key and the settle's reason. A settle at
+	// the debit's own units journals zero deltas.
+	EntrySettle EntryKind = "settle"
+	// EntryReconcile is a Reconcile that changed the balances: the new
+	// balances less the old, with the reconcile's reason.
+	EntryReconcile EntryKind = "reconcile"
 )
+
+// SettleRequest fixes the accepted debit made with IdempotencyKey on
+// UserAutomationID at Units (>= 0, else ErrInvalidUnits), which may be
+// more or less than the debit. Reason is journaled as it is; a replay's
+// Reason is not compared.
+type SettleRequest struct {
+	UserAutomationID int64
+	IdempotencyKey   string
+	Units            int64
+	Reason           string
+}
+
+// SettleResult is the outcome of a Settle.
+type SettleResult struct {
+	// Account holds the balances after the settle (on a replay: as the
+	// first settle answered them).
+	Account Account
+	// Charged is the debit's final units: Units, or less when the
+	// balances could not cover the extra.
+	Charged int64
+	// Replayed is true when an earlier Settle of this debit answered.
+	Replayed bool
+}
+
+// ReconcileRequest sets an account's balances, for instance to what the
+// platform's ledger answered. Both must be >= 0, else ErrInvalidUnits.
+type ReconcileRequest struct {
+	UserAutomationID       int64
+	DemoTokens, PaidTokens int64
+	Reason                 string
+}
 
 // RefundRequest gives back the tokens of one accepted debit, named by the
 // idempotency key it was made with. Reason is journaled as it is.
@@ -226,7 +272,35 @@ type Ledger interface {
 	// the debit brought it near math.MaxInt64); nothing changes then.
 	// A replay of the refunded Consume still answers its first answer,
 	// with Refunded set, and debits nothing.
+	//
+	// Refund after Settle gives back what the debit holds after the
+	// settle (the settled units, split as settled).
 	Refund(ctx context.Context, req RefundRequest) (Account, error)
+	// Settle fixes the accepted debit made with req.IdempotencyKey on
+	// req.UserAutomationID at req.Units, in one transaction journaled as
+	// one EntrySettle. Units below the debit give the difference back to
+	// the balances it came from, paid tokens first, then demo. Units
+	// above it take the extra from the balance the debit used (paid when
+	// it took any paid tokens, else demo), then from the other, never
+	// below zero: Charged is then less than Units.
+	//
+	// Settle is idempotent per debit: a second Settle with the same
+	// Units changes nothing and answers the first result with Replayed
+	// set; with other Units it is ErrIdempotencyConflict. ErrUnknownDebit
+	// as for Refund, and also for a refunded debit (settled or not);
+	// ErrInvalidIdempotencyKey for a key Consume would refuse;
+	// ErrInvalidUnits for negative Units, or when giving back would
+	// overflow a balance (nothing changes then). A replay of the settled
+	// Consume still answers its first answer.
+	Settle(ctx context.Context, req SettleRequest) (SettleResult, error)
+	// Reconcile sets the account's balances to req's and returns the
+	// account after it, journaling one EntryReconcile with the deltas
+	// when they are not both zero (an unchanged account writes nothing,
+	// so a repeated Reconcile is harmless). Debits held for later
+	// Settle or Refund are not adjusted: the new balances are taken as
+	// they are. ErrUnknownAccount when the account does not exist,
+	// ErrInvalidUnits for a negative balance.
+	Reconcile(ctx context.Context, req ReconcileRequest) (Account, error)
 	// Close stops accepting calls, waits for writes in flight and
 	// releases the store. It is idempotent.
 	Close() error

@@ -173,3 +173,90 @@ func fingerprint(kind EntryKind, id, units int64, label string) Fingerprint {
 	buf = append(buf, label...)
 	return sha256.Sum256(buf)
 }
+
+// CheckSettle validates a settle request before any store is read:
+// ErrInvalidIdempotencyKey for a malformed key, ErrUnknownDebit for an
+// empty one (it names no debit), ErrInvalidUnits for negative units. The
+// errors are wrapped and never hold the key.
+func CheckSettle(req SettleRequest) error {
+	if err := CheckIdempotencyKey(req.IdempotencyKey); err != nil {
+		return err
+	}
+	if req.IdempotencyKey == "" {
+		return fmt.Errorf("no idempotency key: %w", ErrUnknownDebit)
+	}
+	if req.Units < 0 {
+		return fmt.Errorf("settle units %d: must not be negative: %w", req.Units, ErrInvalidUnits)
+	}
+	return nil
+}
+
+// CheckReconcile returns ErrInvalidUnits, wrapped, for a negative balance.
+func CheckReconcile(req ReconcileRequest) error {
+	if req.DemoTokens < 0 || req.PaidTokens < 0 {
+		return fmt.Errorf("reconcile to demo %d paid %d: must not be negative: %w",
+			req.DemoTokens, req.PaidTokens, ErrInvalidUnits)
+	}
+	return nil
+}
+
+// SettlePlan is what settling one debit does: the debit's demo and paid
+// tokens after the settle, and the change to the account's balances
+// (positive: given back; negative: the extra charged).
+type SettlePlan struct {
+	HeldDemo, HeldPaid   int64
+	DemoDelta, PaidDelta int64
+}
+
+// Charged is the debit's units after the settle.
+func (p SettlePlan) Charged() int64 { return p.HeldDemo + p.HeldPaid }
+
+// PlanSettle settles a debit holding heldDemo and heldPaid tokens at
+// units, on an account with demo and paid tokens; all must be >= 0.
+// Below the debit, the difference goes back paid first, then demo, so
+// that what stays held is taken from the demo grant first, as the debit
+// was. Above it, the extra comes from the balance the debit used (paid
+// when it took any paid tokens, else demo), then from the other, and
+// never more than the two hold. Giving back past math.MaxInt64 is
+// ErrInvalidUnits. PlanSettle never yields a negative balance or hold.
+func PlanSettle(heldDemo, heldPaid, demo, paid, units int64) (SettlePlan, error) {
+	if heldDemo < 0 || heldPaid < 0 || demo < 0 || paid < 0 || units < 0 {
+		return SettlePlan{}, fmt.Errorf("settle of %d+%d on %d+%d at %d: %w",
+			heldDemo, heldPaid, demo, paid, units, ErrInvalidUnits)
+	}
+	if heldDemo > math.MaxInt64-heldPaid {
+		return SettlePlan{}, fmt.Errorf("debit of %d+%d overflows: %w",
+			heldDemo, heldPaid, ErrInvalidUnits)
+	}
+	held := heldDemo + heldPaid
+	p := SettlePlan{HeldDemo: heldDemo, HeldPaid: heldPaid}
+
+	if units <= held {
+		back := held - units
+		toPaid := min(back, heldPaid)
+		toDemo := back - toPaid
+		if paid > math.MaxInt64-toPaid || demo > math.MaxInt64-toDemo {
+			return SettlePlan{}, fmt.Errorf("settle gives back %d: balance would overflow: %w",
+				back, ErrInvalidUnits)
+		}
+		p.HeldDemo -= toDemo
+		p.HeldPaid -= toPaid
+		p.DemoDelta, p.PaidDelta = toDemo, toPaid
+		return p, nil
+	}
+
+	// Take the extra, first from the balance the debit used.
+	extra := units - held
+	var fromDemo, fromPaid int64
+	if heldPaid > 0 {
+		fromPaid = min(extra, paid)
+		fromDemo = min(extra-fromPaid, demo)
+	} else {
+		fromDemo = min(extra, demo)
+		fromPaid = min(extra-fromDemo, paid)
+	}
+	p.HeldDemo += fromDemo
+	p.HeldPaid += fromPaid
+	p.DemoDelta, p.PaidDelta = -fromDemo, -fromPaid
+	return p, nil
+}

@@ -16,7 +16,7 @@ var (
 	}
 	ledgerOps = []string{
 		OpProvision, OpConsume, OpCredit, OpAccount, OpJournal, OpRefund,
-		OpClose,
+		OpSettle, OpReconcile, OpClose,
 	}
 	ledgerOutcomes = []string{
 		OutcomeOK, OutcomeRefused, OutcomeReplayed, OutcomeStopped,

@@ -107,6 +107,28 @@ func (l *ledger) Refund(ctx context.Context,
 	return acc, err
 }
 
+// Settle implements metering.Ledger. A replay is counted apart.
+func (l *ledger) Settle(ctx context.Context,
+	req metering.SettleRequest) (metering.SettleResult, error) {
+	start := l.now()
+	res, err := l.next.Settle(ctx, req)
+	outcome := LedgerOutcome(err)
+	if err == nil && res.Replayed {
+		outcome = OutcomeReplayed
+	}
+	l.done(OpSettle, outcome, start)
+	return res, err
+}
+
+// Reconcile implements metering.Ledger.
+func (l *ledger) Reconcile(ctx context.Context,
+	req metering.ReconcileRequest) (metering.Account, error) {
+	start := l.now()
+	acc, err := l.next.Reconcile(ctx, req)
+	l.done(OpReconcile, LedgerOutcome(err), start)
+	return acc, err
+}
+
 // Close implements metering.Ledger.
 func (l *ledger) Close() error {
 	start := l.now()

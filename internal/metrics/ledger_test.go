@@ -67,6 +67,18 @@ func (f *fakeLedger) Refund(context.Context, metering.RefundRequest) (metering.A
 	return metering.Account{DemoTokens: 3}, f.err
 }
 
+func (f *fakeLedger) Settle(context.Context,
+	metering.SettleRequest) (metering.SettleResult, error) {
+	f.tick()
+	return metering.SettleResult{Charged: 4}, f.err
+}
+
+func (f *fakeLedger) Reconcile(context.Context,
+	metering.ReconcileRequest) (metering.Account, error) {
+	f.tick()
+	return metering.Account{PaidTokens: 5}, f.err
+}
+
 func (f *fakeLedger) Close() error {
 	f.tick()
 	f.closeCall++
@@ -135,6 +147,15 @@ func TestLedgerTimesAndCountsEveryMethod(t *testing.T) {
 				IdempotencyKey: "k"})
 			return err
 		}},
+		{OpSettle, func(l metering.Ledger) error {
+			_, err := l.Settle(ctx, metering.SettleRequest{UserAutomationID: 1,
+				IdempotencyKey: "k", Units: 1})
+			return err
+		}},
+		{OpReconcile, func(l metering.Ledger) error {
+			_, err := l.Reconcile(ctx, metering.ReconcileRequest{UserAutomationID: 1})
+			return err
+		}},
 		{OpClose, func(l metering.Ledger) error { return l.Close() }},
 	}
 	errs := []struct {
@@ -185,6 +206,12 @@ func TestLedgerPassesAnswersThrough(t *testing.T) {
 	}
 	if acc, _ := l.Refund(ctx, metering.RefundRequest{}); acc.DemoTokens != 3 {
 		t.Errorf("Refund DemoTokens = %d, want 3", acc.DemoTokens)
+	}
+	if res, _ := l.Settle(ctx, metering.SettleRequest{}); res.Charged != 4 {
+		t.Errorf("Settle Charged = %d, want 4", res.Charged)
+	}
+	if acc, _ := l.Reconcile(ctx, metering.ReconcileRequest{}); acc.PaidTokens != 5 {
+		t.Errorf("Reconcile PaidTokens = %d, want 5", acc.PaidTokens)
 	}
 	_ = l.Close()
 	if f.closeCall != 1 {

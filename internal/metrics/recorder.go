@@ -59,6 +59,8 @@ const (
 	OpAccount   = "account"
 	OpJournal   = "journal"
 	OpRefund    = "refund"
+	OpSettle    = "settle"
+	OpReconcile = "reconcile"
 	OpClose     = "close"
 )
 

@@ -60,6 +60,16 @@ func (f *fakeLedger) Refund(ctx context.Context,
 	return f.refund(ctx, req)
 }
 
+func (f *fakeLedger) Settle(context.Context,
+	metering.SettleRequest) (metering.SettleResult, error) {
+	return metering.SettleResult{}, errNotFaked
+}
+
+func (f *fakeLedger) Reconcile(context.Context,
+	metering.ReconcileRequest) (metering.Account, error) {
+	return metering.Account{}, errNotFaked
+}
+
 func (f *fakeLedger) Close() error { return nil }
 
 // memLedger fakes a ledger with demo balances per account, replaying

@@ -155,6 +155,17 @@ func (l *memLedger) Refund(context.Context, metering.RefundRequest) (metering.Ac
 	return metering.Account{}, errors.New("memLedger: no refund")
 }
 
+// Settle is not used by the zimmer package; it refuses.
+func (l *memLedger) Settle(context.Context, metering.SettleRequest) (metering.SettleResult, error) {
+	return metering.SettleResult{}, errors.New("memLedger: no settle")
+}
+
+// Reconcile is not used by the zimmer package; it refuses.
+func (l *memLedger) Reconcile(context.Context,
+	metering.ReconcileRequest) (metering.Account, error) {
+	return metering.Account{}, errors.New("memLedger: no reconcile")
+}
+
 func (l *memLedger) Close() error { return nil }
 
 // setFail makes writes fail with err (nil: succeed again).

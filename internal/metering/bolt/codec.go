@@ -35,6 +35,8 @@ var kindCodes = map[metering.EntryKind]byte{
 	metering.EntryDebit:     2,
 	metering.EntryCredit:    3,
 	metering.EntryRefund:    4,
+	metering.EntrySettle:    5,
+	metering.EntryReconcile: 6,
 }
 
 // encodeAccount lays out an account; its id is the key, not in the value.

@@ -39,10 +39,14 @@ var (
 // version 2 file, so opening one only rewrites its version; a binary
 // that knows only version 1 then refuses the file instead of failing on
 // the first refund it reads.
-const schemaVersion = "2"
+//
+// Version 3 added settles and reconciles: their journal kinds and the
+// settle field of idempotency records. Versions 1 and 2 are valid
+// version 3 files and are upgraded the same way.
+const schemaVersion = "3"
 
 // upgrades are the older versions a file may have and be opened with.
-var upgrades = map[string]bool{"1": true}
+var upgrades = map[string]bool{"1": true, "2": true}
 
 // errCorrupt marks a stored value that cannot be decoded.
 var errCorrupt = errors.New("corrupt ledger record")
@@ -50,8 +54,8 @@ var errCorrupt = errors.New("corrupt ledger record")
 // idemRecord is what an idempotency key claimed: the request's
 // fingerprint and the first answer it got. A debit's record also keeps
 // its usage type, so that its refund can be journaled with it and
-// checked against the fingerprint (records of version 1 lack it), and
-// when the debit was refunded.
+// checked against the fingerprint (records of version 1 lack it), when
+// the debit was refunded, and how it was settled.
 type idemRecord struct {
 	Kind        metering.EntryKind      `json:"kind"`
 	Fingerprint []byte                  `json:"fingerprint"`
@@ -60,6 +64,23 @@ type idemRecord struct {
 	Consume     *metering.ConsumeResult `json:"consume,omitempty"`
 	Account     *metering.Account       `json:"account,omitempty"`
 	RefundedAt  *time.Time              `json:"refunded_at,omitempty"`
+	Settle      *settleRecord           `json:"settle,omitempty"`
+}
+
+// settleRecord is how a debit was settled: the units asked for, the
+// debit's split after the settle (what a refund then gives back) and the
+// first answer's account.
+type settleRecord struct {
+	Units   int64            `json:"units"`
+	Demo    int64            `json:"demo"`
+	Paid    int64            `json:"paid"`
+	Account metering.Account `json:"account"`
+	At      time.Time        `json:"at"`
+}
+
+// result is the answer a settle of this record gives.
+func (r *settleRecord) result() metering.SettleResult {
+	return metering.SettleResult{Account: r.Account, Charged: r.Demo + r.Paid}
 }
 
 // initSchema creates the buckets of a new file and checks the schema
@@ -143,7 +164,25 @@ func decodeIdem(raw []byte) (idemRecord, error) {
 	if rec.RefundedAt != nil && !rec.acceptedDebit() {
 		return idemRecord{}, fmt.Errorf("refund of no accepted debit: %w", errCorrupt)
 	}
+	if st := rec.Settle; st != nil {
+		switch {
+		case !rec.acceptedDebit():
+			return idemRecord{}, fmt.Errorf("settle of no accepted debit: %w", errCorrupt)
+		case st.Units < 0 || st.Demo < 0 || st.Paid < 0 || st.Demo+st.Paid < 0 ||
+			st.Account.DemoTokens < 0 || st.Account.PaidTokens < 0:
+			return idemRecord{}, fmt.Errorf("settle record: negative number: %w", errCorrupt)
+		}
+	}
 	return rec, nil
+}
+
+// held is what the accepted debit in rec holds now: its demo and paid
+// tokens as debited, or as settled once it was.
+func (rec idemRecord) held() (demo, paid int64) {
+	if rec.Settle != nil {
+		return rec.Settle.Demo, rec.Settle.Paid
+	}
+	return rec.Consume.DemoDebited, rec.Consume.PaidDebited
 }
 
 // acceptedDebit reports whether rec holds an accepted debit.

@@ -32,6 +32,11 @@ func TestRecordRoundTrip(t *testing.T) {
 		{Seq: 6, Time: at, Kind: metering.EntryRefund, UserAutomationID: 42,
 			DemoDelta: 2, PaidDelta: 1, UsageType: "chat", IdempotencyKey: "k",
 			Reason: "app failed"},
+		{Seq: 7, Time: at, Kind: metering.EntrySettle, UserAutomationID: 42,
+			DemoDelta: 1, PaidDelta: -3, UsageType: "chat", IdempotencyKey: "k",
+			Reason: "actual"},
+		{Seq: 8, Time: at, Kind: metering.EntryReconcile, UserAutomationID: 42,
+			DemoDelta: -9, PaidDelta: 4, Reason: "platform"},
 	}
 	for _, e := range entries {
 		raw, err := encodeEntry(e)
@@ -65,8 +70,16 @@ func FuzzDecodeRecords(f *testing.F) {
 		Consume:    &metering.ConsumeResult{Accepted: true, DemoDebited: 4},
 		RefundedAt: &time.Time{},
 	})
+	settled, _ := json.Marshal(idemRecord{
+		Kind: metering.EntryDebit, Fingerprint: []byte{1, 2}, UsageType: "chat",
+		Consume: &metering.ConsumeResult{Accepted: true, DemoDebited: 4},
+		Settle:  &settleRecord{Units: 6, Demo: 4, Paid: 2},
+	})
 	for _, seed := range [][]byte{
-		acct, entry, idem, refunded, nil,
+		acct, entry, idem, refunded, settled, nil,
+		[]byte(`{"kind":"credit","account":{},"settle":{"units":1}}`),
+		[]byte(`{"kind":"debit","consume":{"accepted":true,"demo_debited":1},` +
+			`"settle":{"units":1,"demo":-1,"paid":2}}`),
 		[]byte(`{"kind":"debit","consume":{"accepted":false},` +
 			`"refunded_at":"2025-01-01T00:00:00Z"}`), []byte("{}"), []byte(`{"kind":"credit"}`),
 		[]byte(`{} {}`), []byte(`{"x":1}`), entry[:len(entry)-1],
@@ -104,6 +117,12 @@ func FuzzDecodeRecords(f *testing.F) {
 			}
 			if rec.RefundedAt != nil && !rec.acceptedDebit() {
 				t.Fatalf("accepted a refund of no accepted debit: %+v", rec)
+			}
+			if st := rec.Settle; st != nil {
+				demo, paid := rec.held()
+				if !rec.acceptedDebit() || demo < 0 || paid < 0 || demo+paid < 0 {
+					t.Fatalf("accepted a settle of no debit or a negative hold: %+v", rec)
+				}
 			}
 		}
 	})

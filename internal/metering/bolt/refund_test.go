@@ -113,8 +113,8 @@ func TestFailedRefundChangesNothing(t *testing.T) {
 	}
 }
 
-// TestOpenUpgradesSchemaOne opens a version 1 file: it is marked version
-// 2, its keyed debits still replay, and a debit record of version 1 (no
+// TestOpenUpgradesSchemaOne opens a version 1 file: it is marked the
+// current version (3), its keyed debits still replay, and a debit record of version 1 (no
 // usage type) can be refunded only when its usage type was empty, since
 // the account check rebuilds the fingerprint from it.
 func TestOpenUpgradesSchemaOne(t *testing.T) {
@@ -155,8 +155,8 @@ func TestOpenUpgradesSchemaOne(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	if got := schemaOf(t, path); got != "2" {
-		t.Errorf("schema after open: got %q, want 2", got)
+	if got := schemaOf(t, path); got != "3" {
+		t.Errorf("schema after open: got %q, want 3", got)
 	}
 }
 

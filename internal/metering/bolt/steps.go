@@ -198,11 +198,12 @@ func creditStep(
 	return nil, nil
 }
 
-// refundStep gives an accepted debit's tokens back to the balances they
-// came from, journals the refund and marks the debit's record refunded,
-// all in the batch's transaction; a debit refunded before is answered
-// with the account as it is, changing nothing. The debit may have been
-// made earlier in the same batch: this transaction sees it.
+// refundStep gives an accepted debit's tokens (as settled, once it was)
+// back to the balances they came from, journals the refund and marks the
+// debit's record refunded, all in the batch's transaction; a debit
+// refunded before is answered with the account as it is, changing
+// nothing. The debit may have been made earlier in the same batch: this
+// transaction sees it.
 func refundStep(
 	tx *bbolt.Tx,
 	req metering.RefundRequest,
@@ -233,9 +234,10 @@ func refundStep(
 		return nil, nil
 	}
 
-	// The demo part cannot overflow: demo tokens only come back to where
-	// they were. Paid tokens may have been credited since.
-	demo, paid := rec.Consume.DemoDebited, rec.Consume.PaidDebited
+	// What the debit holds goes back: as debited, or as settled. Either
+	// balance may have been credited or reconciled since, so both are
+	// checked for overflow.
+	demo, paid := rec.held()
 	if acct.DemoTokens > math.MaxInt64-demo || acct.PaidTokens > math.MaxInt64-paid {
 		err := fmt.Errorf("refund %d: balance would overflow: %w", id, metering.ErrInvalidUnits)
 		return err, nil

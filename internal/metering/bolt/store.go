@@ -1,13 +1,13 @@
 // Package bolt is the embedded metering.Ledger backend: one bbolt file
 // holding accounts, idempotency records and an append-only journal.
 //
-// Writes are group-committed: Provision, Consume, Credit and Refund calls
-// are queued to one writer goroutine, which applies up to a bounded batch of
-// them, in arrival order, inside one bbolt transaction and so one pair of
-// fsyncs. Each caller is answered only once that transaction is durable;
-// when it fails, every call in the batch gets the error and nothing of the
-// batch is stored. Reads (Account, Journal) run in their own read-only
-// transactions beside the writer.
+// Writes are group-committed: Provision, Consume, Credit, Refund, Settle
+// and Reconcile calls are queued to one writer goroutine, which applies up
+// to a bounded batch of them, in arrival order, inside one bbolt
+// transaction and so one pair of fsyncs. Each caller is answered only once
+// that transaction is durable; when it fails, every call in the batch gets
+// the error and nothing of the batch is stored. Reads (Account, Journal)
+// run in their own read-only transactions beside the writer.
 //
 // The package does not log and knows nothing of HTTP.
 package bolt

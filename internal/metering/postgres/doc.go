@@ -3,12 +3,13 @@
 // store's semantics exactly (the ledgertest conformance suite runs against
 // both): atomic consumes under the configured demo rule, idempotency keys
 // committed with the change they answer, an append-only journal with one
-// entry per balance change, credits and refunds.
+// entry per balance change, credits, refunds, settles and reconciles.
 //
 // # Transactions
 //
-// Every write is one READ COMMITTED transaction. Consume, Credit and
-// Refund lock the account row (SELECT ... FOR UPDATE), decide with the
+// Every write is one READ COMMITTED transaction. Consume, Credit, Refund,
+// Settle and Reconcile lock the account row (SELECT ... FOR UPDATE; Refund
+// and Settle lock the debit's idempotency record first), decide with the
 // shared rule helpers of package metering, and then write the balances,
 // the journal entry and the idempotency record in one pipelined round
 // trip before COMMIT. The balances also carry CHECK (>= 0) constraints, a
@@ -35,8 +36,10 @@
 // did happen, it finds its own record and returns that answer, marked as
 // an original (Replayed false) because the record carries the same call
 // id. Provision needs no key: the account row names the call that created
-// it. Refund is idempotent by itself. An unkeyed refusal writes nothing,
-// so retrying it is harmless.
+// it. Refund is idempotent by itself; Settle stores its call id with the
+// settle it records, so its retry answers as the original; Reconcile
+// sets absolute balances, so its retry finds them set and writes nothing.
+// An unkeyed refusal writes nothing, so retrying it is harmless.
 //
 // When the context ends during COMMIT there is no retry, and the error
 // does not say whether the write happened. A caller that retries such a

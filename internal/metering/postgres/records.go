@@ -65,3 +65,34 @@ func strictUnmarshal(raw []byte, v any) error {
 	}
 	return nil
 }
+
+// settleRecord is how a debit was settled, stored with its idempotency
+// record: the units asked for, the debit's split after the settle (what
+// a refund then gives back), the first answer's account and the call
+// that made it, so that a retry of that call answers as the original.
+type settleRecord struct {
+	Units   int64            `json:"units"`
+	Demo    int64            `json:"demo"`
+	Paid    int64            `json:"paid"`
+	Account metering.Account `json:"account"`
+	Call    []byte           `json:"call"`
+}
+
+// result is the answer a settle of this record gives.
+func (r settleRecord) result() metering.SettleResult {
+	return metering.SettleResult{Account: r.Account, Charged: r.Demo + r.Paid}
+}
+
+// decodeSettle decodes a stored settle, refusing negative numbers.
+func decodeSettle(raw []byte) (settleRecord, error) {
+	var r settleRecord
+	if err := strictUnmarshal(raw, &r); err != nil {
+		return settleRecord{}, err
+	}
+	if r.Units < 0 || r.Demo < 0 || r.Paid < 0 || r.Demo+r.Paid < 0 ||
+		r.Account.DemoTokens < 0 || r.Account.PaidTokens < 0 {
+		return settleRecord{}, fmt.Errorf("settle record: %w", errCorrupt)
+	}
+	r.Account.ProvisionedAt = r.Account.ProvisionedAt.UTC()
+	return r, nil
+}

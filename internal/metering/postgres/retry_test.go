@@ -57,6 +57,23 @@ func faultOps() []faultOp {
 			t.Errorf("answer: got %+v, want 55 paid", acct)
 		}
 	}
+	settle := func(units int64) func(context.Context, *Store) (any, error) {
+		return func(ctx context.Context, s *Store) (any, error) {
+			return s.Settle(ctx, metering.SettleRequest{
+				UserAutomationID: 1, IdempotencyKey: "d", Units: units,
+			})
+		}
+	}
+	settled := func(charged, demo int64) func(*testing.T, any) {
+		return func(t *testing.T, a any) {
+			t.Helper()
+			res := a.(metering.SettleResult)
+			if res.Replayed || res.Charged != charged || res.Account.DemoTokens != demo {
+				t.Errorf("answer: got %+v, want an original charging %d, %d demo left",
+					res, charged, demo)
+			}
+		}
+	}
 	return []faultOp{
 		{name: "keyed consume", run: consume("k"), check: original,
 			demo: 83, paid: 50, kind: metering.EntryDebit},
@@ -73,6 +90,21 @@ func faultOps() []faultOp {
 			check: func(t *testing.T, a any) {
 				if acct := a.(metering.Account); acct.DemoTokens != 100 {
 					t.Errorf("answer: got %+v, want 100 demo", acct)
+				}
+			}},
+		{name: "settle up", run: settle(15), check: settled(15, 85),
+			demo: 85, paid: 50, kind: metering.EntrySettle},
+		{name: "settle down", run: settle(4), check: settled(4, 96),
+			demo: 96, paid: 50, kind: metering.EntrySettle},
+		{name: "reconcile", demo: 70, paid: 40, kind: metering.EntryReconcile,
+			run: func(ctx context.Context, s *Store) (any, error) {
+				return s.Reconcile(ctx, metering.ReconcileRequest{
+					UserAutomationID: 1, DemoTokens: 70, PaidTokens: 40,
+				})
+			},
+			check: func(t *testing.T, a any) {
+				if acct := a.(metering.Account); acct.DemoTokens != 70 || acct.PaidTokens != 40 {
+					t.Errorf("answer: got %+v, want 70 demo, 40 paid", acct)
 				}
 			}},
 		{name: "provision", demo: 90, paid: 50, kind: metering.EntryProvision,

@@ -50,7 +50,7 @@ const (
 			CASE WHEN $9::boolean THEN currval('journal_seq_seq') END)`
 
 	sqlGetClaim = `SELECT kind, fingerprint, user_automation_id, internal,
-			call_id, result, coalesce(debit_seq, 0), refund_seq IS NOT NULL
+			call_id, result, coalesce(debit_seq, 0), refund_seq IS NOT NULL, settle
 		FROM idempotency WHERE key = $1`
 
 	sqlGetEntry = `SELECT demo_delta, paid_delta, usage_type FROM journal WHERE seq = $1`
@@ -70,6 +70,7 @@ type claim struct {
 	result      []byte
 	debitSeq    int64 // the journal entry of an accepted debit, else 0
 	refunded    bool
+	settle      []byte // the debit's settle as JSON, nil until settled
 }
 
 // matches reports whether c was claimed by a request of this kind and
@@ -91,7 +92,7 @@ func getClaim(ctx context.Context, tx pgx.Tx, key string, forUpdate bool) (claim
 	var c claim
 	var kind string
 	err := tx.QueryRow(ctx, q, key).Scan(&kind, &c.fingerprint, &c.id, &c.internal,
-		&c.call, &c.result, &c.debitSeq, &c.refunded)
+		&c.call, &c.result, &c.debitSeq, &c.refunded, &c.settle)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return claim{}, false, nil
 	}
@@ -333,7 +334,7 @@ func (s *Store) creditStep(
 }
 
 // refundStep gives back the tokens of the accepted debit that key
-// claimed on the account, once: the record is locked, and a refunded
+// claimed on the account (as settled, once it was), once: the record is locked, and a refunded
 // record answers with the account as it is now.
 func (s *Store) refundStep(
 	ctx context.Context,
@@ -362,16 +363,11 @@ func (s *Store) refundStep(
 		return acct, nil
 	}
 
-	// The debit's own entry says what to give back, and its usage type.
-	var demo, paid int64
-	var usage string
-	err = tx.QueryRow(ctx, sqlGetEntry, c.debitSeq).Scan(&demo, &paid, &usage)
+	// What the debit holds goes back: as its own entry debited it, or
+	// as it was settled.
+	demo, paid, usage, err := held(ctx, tx, c)
 	if err != nil {
-		return metering.Account{}, fmt.Errorf("read debit entry %d: %w", c.debitSeq, err)
-	}
-	demo, paid = -demo, -paid
-	if demo < 0 || paid < 0 {
-		return metering.Account{}, fmt.Errorf("debit entry %d: %w", c.debitSeq, errCorrupt)
+		return metering.Account{}, err
 	}
 	if acct.DemoTokens > math.MaxInt64-demo || acct.PaidTokens > math.MaxInt64-paid {
 		return metering.Account{}, fmt.Errorf("balance would overflow: %w",
@@ -393,4 +389,25 @@ func (s *Store) refundStep(
 		return metering.Account{}, err
 	}
 	return acct, nil
+}
+
+// held reads what the accepted debit c holds now, and its usage type:
+// the debit entry's tokens, or the settle's split once it was settled.
+func held(ctx context.Context, tx pgx.Tx, c claim) (demo, paid int64, usage string, err error) {
+	err = tx.QueryRow(ctx, sqlGetEntry, c.debitSeq).Scan(&demo, &paid, &usage)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("read debit entry %d: %w", c.debitSeq, err)
+	}
+	demo, paid = -demo, -paid
+	if demo < 0 || paid < 0 {
+		return 0, 0, "", fmt.Errorf("debit entry %d: %w", c.debitSeq, errCorrupt)
+	}
+	if c.settle != nil {
+		st, err := decodeSettle(c.settle)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		demo, paid = st.Demo, st.Paid
+	}
+	return demo, paid, usage, nil
 }
