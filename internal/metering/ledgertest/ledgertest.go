@@ -11,9 +11,11 @@
 // both demo rules, refusals, validation, idempotent replays and
 // conflicts, credits, refunds (the exact split restored, idempotent,
 // refused for anything but an accepted debit of the account, replays
-// after a refund debiting nothing), the journal's agreement with the
-// balances, and concurrent consumes and refunds that must never
-// overspend or go negative (case C4).
+// after a refund debiting nothing), settles (down, up, beyond the
+// balance, replays, conflicts, refunds after them), reconciles, the
+// journal's agreement with the balances, and concurrent consumes,
+// refunds and reserve-then-settle calls that must never overspend or go
+// negative (case C4).
 package ledgertest
 
 import (
@@ -64,6 +66,15 @@ func Run(t *testing.T, open OpenFunc) {
 		{"ConcurrentDemoC4", testConcurrentDemo},
 		{"ConcurrentRandomMix", testConcurrentRandomMix},
 		{"ConcurrentRefunds", testConcurrentRefunds},
+		{"SettleDown", testSettleDown},
+		{"SettleUp", testSettleUp},
+		{"SettleBeyondBalance", testSettleBeyondBalance},
+		{"SettleReplay", testSettleReplay},
+		{"SettleConflict", testSettleConflict},
+		{"RefundAfterSettle", testRefundAfterSettle},
+		{"SettleUnknownDebit", testSettleUnknownDebit},
+		{"Reconcile", testReconcile},
+		{"ConcurrentSettleC4", testConcurrentSettle},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
