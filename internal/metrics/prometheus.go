@@ -75,6 +75,7 @@ type Prometheus struct {
 	models       *capped
 	tokens       *prometheus.CounterVec
 	outbox       prometheus.Gauge
+	egress       egressCalls
 }
 
 var _ Recorder = (*Prometheus)(nil)
@@ -93,6 +94,7 @@ func New(opts Options) *Prometheus {
 	p.initLedger()
 	p.initBreakers(orDefault(opts.MaxBreakers, DefaultMaxBreakers))
 	p.initEgress(orDefault(opts.MaxModels, DefaultMaxModels))
+	p.initEgressCalls()
 	if opts.Probes != nil || opts.Health != nil {
 		p.reg.MustRegister(newProbeCollector(opts.Probes, opts.Health,
 			orDefault(opts.MaxProbes, DefaultMaxProbes)))
@@ -306,7 +308,7 @@ func (p *Prometheus) initEgress(maxModels int) {
 	}, []string{"model", "kind"})
 	p.outbox = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: name("egress_outbox_depth"),
-		Help: "Usage reports waiting to be sent. 0 until the egress component exists.",
+		Help: "Platform deliveries (usage reports, ledger consumes) in the egress outbox.",
 	})
 	p.reg.MustRegister(p.leaseEvents, p.leasesActive, p.keys, p.tokens, p.outbox)
 
