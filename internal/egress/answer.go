@@ -110,6 +110,7 @@ func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
 	switch {
 	case err != nil:
 		c.exit, c.failure = c.exitFor(err), err
+		c.broken = c.appStatus != 0 && !c.watch.gone.Load()
 	case c.watch.gone.Load():
 		c.exit = outbox.ExitClientGone
 	default:

@@ -60,6 +60,9 @@ type call struct {
 	exit      outbox.Exit
 	appStatus int
 	failure   error
+	// broken: the answer failed after the app got its status; its
+	// connection is to be cut rather than the answer ended cleanly.
+	broken bool
 
 	panicked bool
 }

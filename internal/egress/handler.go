@@ -56,10 +56,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p != nil {
 			c.panicked = true
 		}
+		broken := c.broken
 		c.end()
 		if p != nil {
 			h.opts.Logger.Error("egress handler panic",
 				slog.String("call_id", c.id), slog.String("panic", fmt.Sprintf("%T", p)))
+		}
+		if p != nil || broken {
+			// Cut the app's connection: a clean end would pass a
+			// truncated answer off as whole.
 			panic(http.ErrAbortHandler)
 		}
 	}()

@@ -395,7 +395,10 @@ type seenRequest struct {
 
 func (l *upstreamLog) add(r *http.Request) seenRequest {
 	b, _ := io.ReadAll(r.Body)
-	s := seenRequest{Method: r.Method, Host: r.Host, URI: r.RequestURI, Header: r.Header.Clone(), Body: string(b)}
+	s := seenRequest{
+		Method: r.Method, Host: r.Host, URI: r.RequestURI,
+		Header: r.Header.Clone(), Body: string(b),
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reqs = append(l.reqs, s)

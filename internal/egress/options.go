@@ -35,11 +35,13 @@ type Budget interface {
 	// the balance cannot cover it, and the handler answers 402 before any
 	// upstream call, as it does for an error matching
 	// metering.ErrUnknownAccount.
-	Reserve(ctx context.Context, userAutomationID int64, id string, units int64) (ok bool, err error)
+	Reserve(ctx context.Context, userAutomationID int64, id string,
+		units int64) (ok bool, err error)
 	// Settle turns the hold into a charge of units (more or less than
 	// reserved; the balance never goes below zero) and returns what was
 	// charged. Idempotent per id.
-	Settle(ctx context.Context, userAutomationID int64, id string, units int64) (charged int64, err error)
+	Settle(ctx context.Context, userAutomationID int64, id string,
+		units int64) (charged int64, err error)
 	// Release gives the whole hold back (no usage happened). Idempotent
 	// per id.
 	Release(ctx context.Context, userAutomationID int64, id string) error
