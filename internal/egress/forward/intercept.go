@@ -19,11 +19,16 @@ type routeKey struct{}
 // handshake with the host's leaf, then the connection goes to the inner
 // server, which serves its requests with the host's handler.
 func (p *Proxy) interceptConnect(w http.ResponseWriter, r *http.Request, e *interceptEntry) {
-	if !p.begin() {
-		httpx.Error(w, http.StatusServiceUnavailable, "forward proxy: shutting down")
+	if !p.begin(w) {
 		return
 	}
 	defer p.wg.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			p.release()
+		}
+	}()
 
 	// 1. The leaf, before the connection is taken: a failure still gets
 	// an HTTP answer.
@@ -74,7 +79,9 @@ func (p *Proxy) interceptConnect(w http.ResponseWriter, r *http.Request, e *inte
 	if !p.startInner() || p.ln.push(tlsConn) != nil {
 		p.routes.Delete(tlsConn)
 		_ = tlsConn.Close()
+		return
 	}
+	handedOff = true // connState gives the slot back
 }
 
 // startInner starts the inner server once; false once shutdown has begun.
@@ -98,6 +105,14 @@ func (p *Proxy) connContext(ctx context.Context, c net.Conn) context.Context {
 		return ctx
 	}
 	return context.WithValue(ctx, routeKey{}, e)
+}
+
+// connState gives back the slot of an intercepted connection once the
+// inner server is done with it (closed, or hijacked by a handler).
+func (p *Proxy) connState(_ net.Conn, s http.ConnState) {
+	if s == http.StateClosed || s == http.StateHijacked {
+		p.release()
+	}
 }
 
 // serveIntercepted serves one decrypted request with its host's handler.

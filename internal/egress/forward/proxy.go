@@ -23,6 +23,7 @@ const (
 	DefaultTunnelIdleTimeout = 5 * time.Minute
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxConnections    = 1024
 )
 
 // Options configure a Proxy. Zero durations and sizes take the defaults
@@ -75,6 +76,10 @@ type Options struct {
 	// MaxHeaderBytes bounds a request's headers, on the proxy listener
 	// (with Serve) and inside intercepted connections.
 	MaxHeaderBytes int
+
+	// MaxConnections bounds the connections the proxy holds at once:
+	// intercepted ones and tunnels. A CONNECT beyond it is answered 503.
+	MaxConnections int
 }
 
 // Proxy is the forward-proxy handler. Its zero value is not usable: build
@@ -107,6 +112,9 @@ type Proxy struct {
 	conns   map[net.Conn]struct{} // guarded by mu: hijacked conns owned here
 	wg      sync.WaitGroup        // CONNECT handlers after their hijack, inner.Serve
 
+	// slots holds one token per connection taken over (see MaxConnections).
+	slots chan struct{}
+
 	routes sync.Map // *tls.Conn -> *interceptEntry, taken once by connContext
 }
 
@@ -129,6 +137,7 @@ func New(opts Options) (*Proxy, error) {
 		tunnel:    make(map[string]target, len(opts.Tunnel)),
 		ln:        newConnListener(),
 		conns:     make(map[net.Conn]struct{}),
+		slots:     make(chan struct{}, opts.MaxConnections),
 	}
 	if err := p.addRoutes(opts); err != nil {
 		return nil, fmt.Errorf("forward proxy: %w", err)
@@ -140,6 +149,7 @@ func New(opts Options) (*Proxy, error) {
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ConnContext:       p.connContext,
+		ConnState:         p.connState,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		// HTTP/1.1 only: the leaf's ALPN offers nothing else.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
@@ -167,6 +177,9 @@ func withDefaults(o Options) Options {
 	def(&o.DialTimeout, DefaultDialTimeout)
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
 	}
 	return o
 }
@@ -248,16 +261,35 @@ func (p *Proxy) refuseNonConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 // begin registers a CONNECT handler that is about to take over its
-// connection. It returns false once shutdown has begun.
-func (p *Proxy) begin() bool {
+// connection and takes a connection slot for it. When shutdown has begun
+// or every slot is taken, it answers 503 itself and returns false; else
+// the caller must call p.wg.Done and give the slot back with release
+// (intercepted connections give it back through connState).
+func (p *Proxy) begin(w http.ResponseWriter) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	closed := p.closed
+	if !closed {
+		p.wg.Add(1)
+	}
+	p.mu.Unlock()
+	if closed {
+		httpx.Error(w, http.StatusServiceUnavailable, "forward proxy: shutting down")
 		return false
 	}
-	p.wg.Add(1)
-	return true
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	default:
+		p.wg.Done()
+		p.log.Warn("forward proxy: connection limit reached",
+			slog.Int("max", cap(p.slots)))
+		httpx.Error(w, http.StatusServiceUnavailable, "forward proxy: too many connections")
+		return false
+	}
 }
+
+// release gives back a connection slot.
+func (p *Proxy) release() { <-p.slots }
 
 // hijack takes the connection of a CONNECT, tracks it and answers 200.
 // Bytes the client sent early are returned with it. On failure the client

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -512,5 +513,84 @@ func TestNewRejectsBadOptions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConnectionLimit(t *testing.T) {
+	ca, _ := newTestCA(t)
+	echo := echoServer(t)
+	_, addr, _ := startProxy(t, Options{
+		CA:             ca,
+		Intercept:      map[string]http.Handler{"api.openai.com": &recorder{}},
+		Tunnel:         []string{echo},
+		MaxConnections: 2,
+	})
+	tunnel, _, resp, _ := rawConnect(t, addr, echo)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("tunnel: got %d, want 200", resp.StatusCode)
+	}
+	intercepted, _, resp, _ := rawConnect(t, addr, "api.openai.com:443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("intercept: got %d, want 200", resp.StatusCode)
+	}
+	tc := tls.Client(intercepted, &tls.Config{ServerName: "api.openai.com", RootCAs: roots(ca)})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{echo, "api.openai.com:443"} {
+		_, _, resp, body := rawConnect(t, addr, target)
+		if resp.StatusCode != http.StatusServiceUnavailable ||
+			!strings.Contains(body, "too many connections") {
+			t.Errorf("third connection to %s: got %d %q, want 503", target,
+				resp.StatusCode, body)
+		}
+	}
+
+	// Closing the connections gives their slots back (once the proxy has
+	// noticed: poll, with a hang guard).
+	_ = tunnel.Close()
+	_ = tc.Close()
+	deadline := time.Now().Add(time.Minute)
+	for ok := 0; ok < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("slots not given back after the connections closed")
+		}
+		c, _, resp, _ := rawConnect(t, addr, echo)
+		if resp.StatusCode == http.StatusOK {
+			ok++ // kept open: it holds its slot
+			continue
+		}
+		_ = c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkInterceptedRequest measures one request on a kept-alive
+// intercepted connection (proxy, TLS and handler together).
+func BenchmarkInterceptedRequest(b *testing.B) {
+	dir := b.TempDir()
+	ca, err := LoadOrCreateCA(dir+"/ca.pem", dir+"/ca-key.pem")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(Options{CA: ca, Intercept: map[string]http.Handler{"api.openai.com": &recorder{}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	b.Cleanup(func() { srv.Close(); p.Close() })
+	tr := &http.Transport{
+		Proxy:           http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Listener.Addr().String()}),
+		TLSClientConfig: &tls.Config{RootCAs: roots(ca)},
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	for b.Loop() {
+		resp, err := client.Get("https://api.openai.com/v1/models")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
 	}
 }

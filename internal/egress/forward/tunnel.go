@@ -17,11 +17,11 @@ import (
 // tunnelConnect answers a CONNECT to a tunnelled host: it dials exactly
 // t's address, answers 200 and splices bytes both ways.
 func (p *Proxy) tunnelConnect(w http.ResponseWriter, r *http.Request, t target) {
-	if !p.begin() {
-		httpx.Error(w, http.StatusServiceUnavailable, "forward proxy: shutting down")
+	if !p.begin(w) {
 		return
 	}
 	defer p.wg.Done()
+	defer p.release()
 
 	// 1. Dial, before the connection is taken: a failure still gets an
 	// HTTP answer.
