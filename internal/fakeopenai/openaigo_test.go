@@ -8,6 +8,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeopenai"
 )
@@ -109,5 +110,141 @@ func TestOpenAIGoErrors(t *testing.T) {
 		apiErr.Type != "insufficient_quota" {
 		t.Errorf("got %d %q %q, want 429 insufficient_quota", apiErr.StatusCode, apiErr.Code,
 			apiErr.Type)
+	}
+}
+
+func TestOpenAIGoCompletions(t *testing.T) {
+	t.Parallel()
+	_, c := newClient(t, fakeopenai.Options{Words: 3})
+	p := openai.CompletionNewParams{
+		Model:  openai.CompletionNewParamsModelGPT3_5TurboInstruct,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("one two")},
+	}
+	got, err := c.Completions.New(t.Context(), p)
+	if err != nil {
+		t.Fatalf("completion: %v", err)
+	}
+	if got.Usage.PromptTokens != 3 || got.Usage.CompletionTokens != 3 ||
+		got.Choices[0].Text != "w1 w2 w3" {
+		t.Errorf("got usage %+v text %q, want 3 + 3, w1 w2 w3", got.Usage, got.Choices[0].Text)
+	}
+
+	// Streamed, with usage.
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	stream := c.Completions.NewStreaming(t.Context(), p)
+	var text strings.Builder
+	var usage openai.CompletionUsage
+	for stream.Next() {
+		ch := stream.Current()
+		for _, choice := range ch.Choices {
+			text.WriteString(choice.Text)
+		}
+		if ch.JSON.Usage.Valid() {
+			usage = ch.Usage
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if text.String() != "w1 w2 w3" || usage.TotalTokens != 6 {
+		t.Errorf("stream: got text %q usage %+v, want w1 w2 w3 and 6 tokens", text.String(),
+			usage)
+	}
+}
+
+func TestOpenAIGoEmbeddings(t *testing.T) {
+	t.Parallel()
+	_, c := newClient(t, fakeopenai.Options{})
+	for _, format := range []openai.EmbeddingNewParamsEncodingFormat{
+		openai.EmbeddingNewParamsEncodingFormatFloat, openai.EmbeddingNewParamsEncodingFormatBase64,
+	} {
+		got, err := c.Embeddings.New(t.Context(), openai.EmbeddingNewParams{
+			Model:          openai.EmbeddingModelTextEmbedding3Small,
+			Input:          openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"a b", "c"}},
+			EncodingFormat: format,
+			Dimensions:     openai.Int(4),
+		})
+		if err != nil {
+			t.Fatalf("%s: embeddings: %v", format, err)
+		}
+		// (1+2) + (1+1) = 5 prompt tokens.
+		if got.Usage.PromptTokens != 5 || got.Usage.TotalTokens != 5 || len(got.Data) != 2 {
+			t.Fatalf("%s: got usage %+v and %d embeddings, want 5 and 2", format, got.Usage,
+				len(got.Data))
+		}
+		// Value j of embedding i is (i+1)/(j+2).
+		if e := got.Data[1].Embedding; len(e) != 4 || e[0] != 1 || e[2] != 0.5 {
+			t.Errorf("%s: embedding 1: got %v, want [1 0.666 0.5 0.4]", format, e)
+		}
+	}
+}
+
+func TestOpenAIGoResponses(t *testing.T) {
+	t.Parallel()
+	_, c := newClient(t, fakeopenai.Options{Words: 4})
+	p := responses.ResponseNewParams{
+		Model:        openai.ChatModelGPT4oMini,
+		Instructions: openai.String("be brief"),
+		Input:        responses.ResponseNewParamsInputUnion{OfString: openai.String("hi there")},
+	}
+	// (1+2) + (1+2) = 6 input tokens.
+	got, err := c.Responses.New(t.Context(), p)
+	if err != nil {
+		t.Fatalf("responses: %v", err)
+	}
+	if got.Usage.InputTokens != 6 || got.Usage.OutputTokens != 4 ||
+		got.Usage.TotalTokens != 10 || got.OutputText() != "w1 w2 w3 w4" ||
+		got.Status != responses.ResponseStatusCompleted {
+		t.Errorf("got usage %+v text %q status %q", got.Usage, got.OutputText(), got.Status)
+	}
+
+	// Streamed: the deltas make the text, response.completed has usage.
+	stream := c.Responses.NewStreaming(t.Context(), p)
+	var text strings.Builder
+	var completed *responses.Response
+	events, lastSeq := 0, int64(-1)
+	for stream.Next() {
+		ev := stream.Current()
+		events++
+		if ev.SequenceNumber != lastSeq+1 {
+			t.Errorf("sequence number: got %d after %d", ev.SequenceNumber, lastSeq)
+		}
+		lastSeq = ev.SequenceNumber
+		switch ev.Type {
+		case "response.output_text.delta":
+			text.WriteString(ev.AsResponseOutputTextDelta().Delta)
+		case "response.completed":
+			r := ev.AsResponseCompleted().Response
+			completed = &r
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if events != fakeopenai.ResponseStreamEvents(4) || text.String() != "w1 w2 w3 w4" {
+		t.Errorf("got %d events text %q, want %d and w1 w2 w3 w4", events, text.String(),
+			fakeopenai.ResponseStreamEvents(4))
+	}
+	if completed == nil || completed.Usage.TotalTokens != 10 || completed.OutputText() !=
+		"w1 w2 w3 w4" {
+		t.Errorf("response.completed: got %+v", completed)
+	}
+}
+
+func TestOpenAIGoResponsesIncomplete(t *testing.T) {
+	t.Parallel()
+	_, c := newClient(t, fakeopenai.Options{Words: 40})
+	got, err := c.Responses.New(t.Context(), responses.ResponseNewParams{
+		Model:           openai.ChatModelGPT4oMini,
+		Input:           responses.ResponseNewParamsInputUnion{OfString: openai.String("x")},
+		MaxOutputTokens: openai.Int(16),
+	})
+	if err != nil {
+		t.Fatalf("responses: %v", err)
+	}
+	if got.Status != responses.ResponseStatusIncomplete || got.Usage.OutputTokens != 16 ||
+		got.IncompleteDetails.Reason != "max_output_tokens" {
+		t.Errorf("got status %q output tokens %d details %+v", got.Status,
+			got.Usage.OutputTokens, got.IncompleteDetails)
 	}
 }
