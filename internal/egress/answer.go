@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"sync"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/outbox"
@@ -17,6 +18,12 @@ const maxErrorBody = 64 << 10
 
 // copyBufSize is the read size of an answer's body.
 const copyBufSize = 32 << 10
+
+// copyBufs recycles the answers' copy buffers.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, copyBufSize)
+	return &b
+}}
 
 // deliver passes the last attempt's answer to the app, if it is still
 // there, and notes how the call ended.
@@ -122,7 +129,9 @@ func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
 // it drains the rest instead, at most DrainBytes (DrainTimeout is
 // enforced by the upstream context). It returns nil at a clean end.
 func (c *call) pump(w http.ResponseWriter, stream bool) error {
-	buf := make([]byte, copyBufSize)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for !c.watch.gone.Load() {
 		n, err := c.body.Read(buf)
 		if n > 0 && !c.watch.gone.Load() {

@@ -34,7 +34,10 @@
 // completions request is made to ask for usage (usage.PrepareRequest);
 // when the app did not ask, the extra usage-only chunk is withheld from it.
 // Answers are metered as they pass (usage.Body); event streams are flushed
-// after every read, so no event is held back.
+// after every read, so no event is held back. An answer that breaks after
+// its status went out (an upstream reset, a timeout) cuts the app's
+// connection (http.ErrAbortHandler), so that a truncated answer never
+// looks whole.
 //
 // # Rotation
 //
@@ -62,8 +65,9 @@
 // # Budgets
 //
 // When the app names a user in Options.UserHeader (a positive integer)
-// and a Budget is set, the call is charged to that user. Before the
-// upstream call the handler reserves units for
+// and a Budget is set, a POST (the only method that spends tokens) is
+// charged to that user. Before the upstream call the handler reserves
+// units for
 //
 //	ceil(body bytes / 4) + max_tokens × n    (or + ReserveTokens)
 //

@@ -163,6 +163,19 @@ func TestBudget(t *testing.T) {
 		t.Errorf("balance of user 2 is %d, want 5 (refused, untouched)", got)
 	}
 
+	t.Run("GET: not reserved, not charged", func(t *testing.T) {
+		resp, _ := e.do("GET", "/v1/models", "", http.Header{DefaultUserHeader: {"2"}})
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d, want the upstream's answer", resp.StatusCode)
+		}
+		e.wait()
+		recs := e.sink.records()
+		if rec := recs[len(recs)-1]; rec.UserAutomationID != 2 || rec.Units != 0 ||
+			budget.hold(rec.ID) != (hold{}) {
+			t.Errorf("record %+v: want user 2, no units, no hold", rec)
+		}
+	})
+
 	t.Run("no user: uncharged", func(t *testing.T) {
 		resp, _ := e.do("POST", "/v1/chat/completions", capped, nil)
 		if resp.StatusCode != 200 {
@@ -175,8 +188,8 @@ func TestBudget(t *testing.T) {
 		}
 	})
 	e.wait()
-	if n := len(e.sink.records()); n != 2 {
-		t.Errorf("%d records, want 2 (refused calls have none)", n)
+	if n := len(e.sink.records()); n != 3 {
+		t.Errorf("%d records, want 3 (refused calls have none)", n)
 	}
 }
 

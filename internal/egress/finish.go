@@ -74,15 +74,15 @@ func (h *Handler) finalize(c *call) {
 // returns the units the Record carries: what was charged, or without a
 // Budget what the call cost the named user. 0 when no user is named.
 func (h *Handler) charge(c *call) int64 {
-	if c.user == 0 {
-		return 0
+	b := h.opts.Budget
+	if c.user == 0 || (b != nil && c.reservedUnits == 0) {
+		return 0 // nobody to charge, or nothing held: not charged
 	}
 	var units int64
 	if c.started {
 		units = h.cost(c)
 	}
-	b := h.opts.Budget
-	if b == nil || c.reservedUnits == 0 {
+	if b == nil {
 		return units
 	}
 

@@ -103,7 +103,7 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 4. The user's budget.
-	if c.user > 0 {
+	if c.user > 0 && r.Method == http.MethodPost {
 		c.reserveTokens = h.reservation(len(c.req.body), c.req.info)
 	}
 	if e, err := h.reserve(c); e != nil {
@@ -118,7 +118,7 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 // reserve holds the call's reservation when a Budget applies.
 func (h *Handler) reserve(c *call) (*apiError, error) {
 	b := h.opts.Budget
-	if b == nil || c.user == 0 {
+	if b == nil || c.reserveTokens == 0 {
 		return nil, nil
 	}
 	units := h.unitsFor(c.reserveTokens)
