@@ -15,6 +15,7 @@ import (
 
 // Run serves until ctx is cancelled, then shuts down in order: readiness
 // drops at once, in-flight requests drain within listen.shutdown_grace,
+// then the egress calls within what is left of it, the outbox is flushed,
 // the probes stop and the ledger closes. It returns nil after a clean
 // drain, or the first error that stopped the sidecar.
 func (s *Sidecar) Run(ctx context.Context) error {
@@ -54,7 +55,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.base = base
 	public := s.server(s.Handler())
 	servers := []*http.Server{public}
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	if certs != nil {
 		public.TLSConfig = certs.TLSConfig()
 		go func() { errc <- serveTLS(public, s.publicLn) }()
@@ -71,6 +72,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		servers = append(servers, adm)
 		go func() { errc <- serve(adm, s.adminLn, "admin") }()
 	}
+	egressSrv := s.serveEgress(errc)
 	if certs != nil {
 		// ACME challenges may arrive at once: start after serving.
 		if err := certs.Start(ctx); err != nil {
@@ -127,6 +129,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	// give them a bounded moment before it closes.
 	if !waitTimeout(&s.inflight, 5*time.Second) {
 		s.log.Error("handlers still running after the drain; closing the ledger")
+	}
+
+	// 9. The egress last: the app may need it to finish the requests the
+	// public listener drained. Its calls get what is left of the grace
+	// period, then are cut and recorded; then the outbox is flushed (what
+	// is left stays on disk for the next start).
+	if err := s.stopEgress(grace, egressSrv); err != nil && runErr == nil {
+		runErr = err
 	}
 	if runErr == nil {
 		s.log.Info("drained")
@@ -202,7 +212,15 @@ func (s *Sidecar) logStart(verdict string) {
 		slog.String("tls", s.cfg.TLS.Mode),
 		slog.String("tls_http", addrOf(s.httpLn)),
 		slog.Int("service_tokens", len(live.Auth.Tokens)),
+		slog.String("egress", s.EgressAddr()),
+		slog.String("egress_proxy", s.EgressProxyAddr()),
 		slog.String("health", verdict))
+	if e := s.egress; e != nil && e.ca != nil {
+		s.log.Info("egress proxy CA: make the app trust this file "+
+			"(SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS)",
+			slog.String("ca_cert", s.cfg.Egress.Proxy.CACert),
+			slog.Bool("created", e.ca.Created()))
+	}
 }
 
 // Close releases the ledger and idle app connections. It is idempotent
@@ -219,6 +237,9 @@ func (s *Sidecar) Close() error {
 		// Listeners Run served are closed already; this matters when
 		// Listen was called without Run.
 		s.closeListeners()
+		// The outbox store closes before the ledger; Run stopped the
+		// egress calls and the deliverer.
+		s.egress.close()
 		if err := s.ledger.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close ledger: %w", err)
 		}

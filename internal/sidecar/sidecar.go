@@ -91,6 +91,8 @@ type Sidecar struct {
 
 	metrics metricsState // the recorder and /metrics; see metrics.go
 
+	egress *egressState // the app's OpenAI egress (egress.go); nil when off
+
 	level *slog.LevelVar // Options.Level; nil when log.level is fixed
 
 	// live is the configuration in effect: cfg at first, then each
@@ -162,6 +164,18 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 
 	// 4. The request-serving graph.
 	if err := s.install(cfg); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+
+	// 5. The egress, when configured: keys, outbox, budget, handlers.
+	egressCtx, cancelEgress := context.WithTimeout(context.Background(),
+		2*cfg.Ledger.ConnectTimeout+time.Second)
+	defer cancelEgress()
+	if s.egress, err = s.newEgress(egressCtx, cfg); err != nil {
+		if snap := s.current.Load(); snap != nil {
+			_ = snap.proxy.Close()
+		}
 		_ = l.Close()
 		return nil, err
 	}
@@ -295,6 +309,7 @@ func (s *Sidecar) AdminHandler() http.Handler {
 		wrap = s.authWrap
 	}
 	admin.Register(mux, s.ledger, wrap)
+	s.mountOutbox(mux, wrap)
 	s.mountMetrics(mux, wrap)
 	s.mountStatus(mux, wrap)
 	var h http.Handler = mux
@@ -380,6 +395,12 @@ func (s *Sidecar) Listen() error {
 		}
 		s.httpLn = h
 	}
+	if s.egress != nil {
+		if err := s.egress.listen(s.cfg); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
 	return nil
 }
 
@@ -390,6 +411,9 @@ func (s *Sidecar) closeListeners() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if s.egress != nil {
+		s.egress.closeListeners()
 	}
 }
 
@@ -409,6 +433,24 @@ func (s *Sidecar) PublicAddr() string { return addrOf(s.publicLn) }
 
 // AdminAddr returns the admin listener's address, or "" when disabled.
 func (s *Sidecar) AdminAddr() string { return addrOf(s.adminLn) }
+
+// EgressAddr returns the egress (base-URL mode) listener's address, or ""
+// when there is none.
+func (s *Sidecar) EgressAddr() string {
+	if s.egress == nil {
+		return ""
+	}
+	return addrOf(s.egress.ln)
+}
+
+// EgressProxyAddr returns the egress forward proxy's address, or "" when
+// there is none.
+func (s *Sidecar) EgressProxyAddr() string {
+	if s.egress == nil {
+		return ""
+	}
+	return addrOf(s.egress.proxyLn)
+}
 
 func addrOf(ln net.Listener) string {
 	if ln == nil {

@@ -1,0 +1,609 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/forward"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/outbox"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metrics"
+)
+
+// This file wires the egress: the key pool, the outbox and its deliverer,
+// the per-user budget on the ledger, the base-URL handler and the
+// forward proxy, and their place in start-up and shutdown.
+
+// egressState is the running egress; nil in Sidecar when it is off.
+type egressState struct {
+	pool    keys.Pool
+	status  func() []keys.KeyStatus // the pool's key snapshot
+	store   outbox.Store
+	pgPool  *pgxpool.Pool // the outbox's own pool with the postgres ledger
+	box     *outbox.Outbox
+	deliver *outbox.Deliverer // nil when the sidecar never calls the platform
+	budget  *ledgerBudget     // nil when budgets are off
+	handler *egress.Handler
+
+	ln      net.Listener   // base-URL mode; nil when not configured
+	proxyLn net.Listener   // forward-proxy mode; nil when not configured
+	proxy   *forward.Proxy // nil when not configured
+	ca      *forward.CA    // the forward proxy's CA
+
+	stopDeliver context.CancelFunc
+	delivered   sync.WaitGroup
+}
+
+// deliverFlushTimeout bounds the outbox flush at shutdown; what is left
+// stays on disk for the next start.
+const deliverFlushTimeout = 5 * time.Second
+
+// newEgress builds the egress from cfg; nil when it is off. s.ledger and
+// s.metrics must exist.
+func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressState, error) {
+	ec := cfg.Egress
+	if !ec.Enabled() {
+		return nil, nil
+	}
+	e := &egressState{}
+	ok := false
+	defer func() {
+		if !ok {
+			e.close()
+		}
+	}()
+	rec := s.egressRecorder()
+
+	// Keys: every value is masked in logs from the moment it is known.
+	for _, k := range ec.Keys {
+		s.red.Add(k.Value)
+	}
+	if err := e.newPool(cfg, s.log, rec); err != nil {
+		return nil, err
+	}
+
+	// The outbox, in the ledger's kind of store.
+	if err := e.openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	e.box = outbox.New(e.store, outbox.Options{
+		Consume: ec.Budget.Enabled && ec.Budget.PlatformLedger,
+	})
+	if ec.Budget.Enabled {
+		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log)
+	}
+	if needsPlatform(cfg) {
+		d, err := outbox.NewDeliverer(e.box, outbox.DeliverOptions{
+			PlatformURL:     cfg.Automation.PlatformURL.String(),
+			AutomationID:    cfg.Automation.ID,
+			Token:           s.platformToken,
+			UsageType:       ec.Budget.UsageType,
+			OnConsumeAnswer: e.onConsumeAnswer(s.log),
+			OnEvent:         e.onDeliveryEvent(s.log, rec),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("egress outbox: %w", err)
+		}
+		e.deliver = d
+	}
+
+	var budget egress.Budget
+	if e.budget != nil {
+		budget = e.budget
+	}
+	h, err := egress.New(egress.Options{
+		Upstream:        ec.Upstream,
+		Auth:            egress.AuthStyle(ec.AuthStyle),
+		Pool:            e.pool,
+		Sink:            e.box,
+		Budget:          budget,
+		UserHeader:      ec.UserHeader,
+		RequireUser:     ec.Budget.Enabled && ec.Budget.RequireUser,
+		TokensPerUnit:   ec.Budget.TokensPerUnit,
+		ReserveTokens:   ec.Budget.ReserveTokens,
+		MaxRequestBytes: int64(ec.MaxBody),
+		CallTimeout:     ec.CallTimeout,
+		DrainTimeout:    ec.DrainTimeout,
+		DrainBytes:      int64(ec.DrainBytes),
+		Logger:          s.log.With(slog.String("component", "egress")),
+		Metrics:         rec,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	e.handler = h
+	if err := e.newProxy(cfg, s.log); err != nil {
+		return nil, err
+	}
+	ok = true
+	return e, nil
+}
+
+// needsPlatform reports whether the egress delivers anything to the
+// platform: usage reports of leased keys, or consumes to its ledger.
+func needsPlatform(cfg *config.Config) bool {
+	ec := cfg.Egress
+	return (ec.KeySource == config.KeysPlatform && ec.ReportUsage) ||
+		(ec.Budget.Enabled && ec.Budget.PlatformLedger)
+}
+
+// platformToken is the service token sent to the platform, read from the
+// configuration in effect (a reload may rotate it).
+func (s *Sidecar) platformToken() string { return s.applied().PlatformToken() }
+
+// egressRecorder returns the recorder the egress reports to.
+func (s *Sidecar) egressRecorder() metrics.EgressRecorder {
+	if s.metrics.prom == nil {
+		return metrics.Nop{}
+	}
+	return s.metrics.prom
+}
+
+// newPool builds the key pool named by egress.key_source.
+func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
+	rec metrics.EgressRecorder) error {
+	ec := cfg.Egress
+	opts := keys.Options{OnEvent: keyEventLogger(log)}
+	switch ec.KeySource {
+	case config.KeysPlatform:
+		p, err := keys.NewLeased(keys.LeaseOptions{
+			Options:      opts,
+			PlatformURL:  cfg.Automation.PlatformURL.String(),
+			AutomationID: cfg.Automation.ID,
+			Token:        keys.NewSecret(cfg.PlatformToken()),
+		})
+		if err != nil {
+			return fmt.Errorf("egress keys: %w", err)
+		}
+		e.pool, e.status = p, p.Status
+	default:
+		static := make([]keys.StaticKey, 0, len(ec.Keys))
+		for _, k := range ec.Keys {
+			static = append(static, keys.StaticKey{
+				Source: k.Source,
+				Key:    keys.NewSecret(k.Value),
+				Limits: keys.Limits{RPM: ec.RPMLimit, DailyTokens: ec.DailyTokenLimit},
+			})
+		}
+		p, err := keys.NewStatic(static, opts)
+		if err != nil {
+			return fmt.Errorf("egress keys: %w", err)
+		}
+		e.pool, e.status = p, p.Status
+	}
+	_ = rec
+	return nil
+}
+
+// keyEventLogger logs every change of a key's state, secret-free.
+func keyEventLogger(log *slog.Logger) func(keys.Event) {
+	return func(ev keys.Event) {
+		lvl := slog.LevelInfo
+		if ev.Kind == keys.EventDisabled || ev.Kind == keys.EventExhausted {
+			lvl = slog.LevelWarn
+		}
+		attrs := []slog.Attr{
+			slog.String("component", "egress"),
+			slog.Int64("key_id", ev.KeyID),
+			slog.String("key", ev.Name),
+			slog.String("state", string(ev.Kind)),
+		}
+		if ev.Reason != "" {
+			attrs = append(attrs, slog.String("reason", ev.Reason))
+		}
+		if ev.Status != 0 {
+			attrs = append(attrs, slog.Int("status", ev.Status))
+		}
+		if !ev.Until.IsZero() {
+			attrs = append(attrs, slog.Time("until", ev.Until))
+		}
+		log.LogAttrs(context.Background(), lvl, "egress key", attrs...)
+	}
+}
+
+// openStore opens the outbox store: a bbolt file beside the bolt ledger,
+// or a table in the postgres ledger's database, shared by replicas.
+func (e *egressState) openStore(ctx context.Context, cfg *config.Config) error {
+	max := cfg.Egress.Outbox.MaxItems
+	if cfg.Ledger.Backend != config.BackendPostgres {
+		st, err := outbox.OpenBolt(cfg.Egress.Outbox.Path, outbox.BoltOptions{Max: max})
+		if err != nil {
+			return fmt.Errorf("egress outbox: %w", err)
+		}
+		e.store = st
+		return nil
+	}
+	pc, err := pgxpool.ParseConfig(cfg.Ledger.DSN.Value)
+	if err != nil {
+		// The parse error may quote the DSN, password included.
+		return errors.New("egress outbox: ledger.dsn is not a valid PostgreSQL " +
+			"connection string (the value is not shown)")
+	}
+	pc.MaxConns = 4
+	pc.ConnConfig.ConnectTimeout = cfg.Ledger.ConnectTimeout
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("egress outbox: connect: %w", err)
+	}
+	e.pgPool = pool
+	st, err := outbox.OpenPostgres(ctx, pool, outbox.PostgresOptions{Max: max})
+	if err != nil {
+		return fmt.Errorf("egress outbox: %w", err)
+	}
+	e.store = st
+	return nil
+}
+
+// onConsumeAnswer takes the platform ledger's answer to a forwarded
+// consume into the local balances.
+func (e *egressState) onConsumeAnswer(log *slog.Logger) func(outbox.ConsumeAnswer) {
+	return func(a outbox.ConsumeAnswer) {
+		if e.budget == nil {
+			return
+		}
+		e.budget.platformAnswered(a)
+	}
+}
+
+// onDeliveryEvent logs and counts each delivery attempt.
+func (e *egressState) onDeliveryEvent(log *slog.Logger,
+	rec metrics.EgressRecorder) func(outbox.Event) {
+	return func(ev outbox.Event) {
+		rec.OutboxDelivery(string(ev.Kind), string(ev.Result))
+		if e.budget != nil && ev.Kind == outbox.KindConsume &&
+			(ev.Result == outbox.ResultUnknown || ev.Result == outbox.ResultFailed) {
+			e.budget.forwardEnded(ev.ItemID)
+		}
+		lvl := slog.LevelDebug
+		switch ev.Result {
+		case outbox.ResultRetry:
+			lvl = slog.LevelInfo
+		case outbox.ResultUnknown, outbox.ResultFailed, outbox.ResultStoreError:
+			lvl = slog.LevelError
+		}
+		attrs := []slog.Attr{
+			slog.String("component", "outbox"),
+			slog.String("item", ev.ItemID),
+			slog.String("kind", string(ev.Kind)),
+			slog.String("result", string(ev.Result)),
+			slog.Int("attempts", ev.Attempts),
+		}
+		if ev.Status != 0 {
+			attrs = append(attrs, slog.Int("status", ev.Status))
+		}
+		if ev.Err != nil {
+			attrs = append(attrs, slog.Any("err", ev.Err))
+		}
+		log.LogAttrs(context.Background(), lvl, "platform delivery", attrs...)
+	}
+}
+
+// newProxy builds the forward proxy when egress.proxy.listen is set: the
+// intercepted hosts are served by the egress handler, which sends their
+// calls to egress.upstream.
+func (e *egressState) newProxy(cfg *config.Config, log *slog.Logger) error {
+	pc := cfg.Egress.Proxy
+	if pc.Listen == "" {
+		return nil
+	}
+	ca, err := forward.LoadOrCreateCA(pc.CACert, pc.CAKey)
+	if err != nil {
+		return fmt.Errorf("egress proxy: %w", err)
+	}
+	e.ca = ca
+	intercept := make(map[string]http.Handler, len(pc.Intercept))
+	for _, h := range pc.Intercept {
+		intercept[h] = e.handler
+	}
+	p, err := forward.New(forward.Options{
+		CA:             ca,
+		Intercept:      intercept,
+		Tunnel:         pc.Tunnel,
+		Logger:         log.With(slog.String("component", "egress_proxy")),
+		MaxHeaderBytes: int(cfg.Listen.MaxHeaderBytes),
+	})
+	if err != nil {
+		return fmt.Errorf("egress proxy: %w", err)
+	}
+	e.proxy = p
+	return nil
+}
+
+// listen opens the egress listeners.
+func (e *egressState) listen(cfg *config.Config) error {
+	if a := cfg.Egress.Listen; a != "" {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("egress listener: %w", err)
+		}
+		e.ln = ln
+	}
+	if a := cfg.Egress.Proxy.Listen; a != "" && e.proxy != nil {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			e.closeListeners()
+			return fmt.Errorf("egress proxy listener: %w", err)
+		}
+		e.proxyLn = ln
+	}
+	return nil
+}
+
+func (e *egressState) closeListeners() {
+	for _, ln := range []net.Listener{e.ln, e.proxyLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// startDelivery runs the deliverer until stopDelivery.
+func (e *egressState) startDelivery() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopDeliver = cancel
+	if e.deliver == nil {
+		return
+	}
+	e.delivered.Add(1)
+	go func() {
+		defer e.delivered.Done()
+		e.deliver.Run(ctx)
+	}()
+}
+
+// stopDelivery flushes what it can within deliverFlushTimeout (the rest
+// stays stored for the next start) and stops the deliverer.
+func (e *egressState) stopDelivery(log *slog.Logger) {
+	if e.stopDeliver == nil {
+		return
+	}
+	if e.deliver != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), deliverFlushTimeout)
+		if err := e.deliver.Flush(ctx); err != nil {
+			log.Warn("outbox not flushed; kept for the next start", slog.Any("err", err))
+		}
+		cancel()
+	}
+	e.stopDeliver()
+	e.delivered.Wait()
+}
+
+// close releases the outbox store and its pool. The handler must be shut
+// down and the deliverer stopped first.
+func (e *egressState) close() {
+	if e == nil {
+		return
+	}
+	if e.proxy != nil {
+		e.proxy.Close()
+	}
+	e.closeListeners()
+	if e.store != nil {
+		_ = e.store.Close()
+	}
+	if e.pgPool != nil {
+		e.pgPool.Close()
+	}
+}
+
+// ledgerBudget is the egress Budget on the sidecar's ledger: a reservation
+// is a keyed debit, settled to the call's real cost or refunded.
+//
+// With the platform's ledger on, it also keeps, per user, how many of
+// that user's calls the platform has not seen the end of yet (held
+// reservations and consumes not yet answered). The platform's answer
+// replaces the local balances only when nothing else is outstanding for
+// that user in this process; otherwise the next answer will.
+type ledgerBudget struct {
+	ledger    metering.Ledger
+	usageType string
+	forward   bool
+	log       *slog.Logger
+
+	mu          sync.Mutex
+	outstanding map[int64]int    // user -> calls the platform has not answered
+	forwarded   map[string]int64 // consume item id -> user
+}
+
+func newLedgerBudget(l metering.Ledger, c config.EgressBudget, log *slog.Logger) *ledgerBudget {
+	return &ledgerBudget{
+		ledger:      l,
+		usageType:   c.UsageType,
+		forward:     c.PlatformLedger,
+		log:         log,
+		outstanding: map[int64]int{},
+		forwarded:   map[string]int64{},
+	}
+}
+
+var _ egress.Budget = (*ledgerBudget)(nil)
+
+// debitKey is the idempotency key of call id's reservation.
+func debitKey(id string) string { return "egress " + id }
+
+// Reserve implements egress.Budget.
+func (b *ledgerBudget) Reserve(ctx context.Context, user int64, id string,
+	units int64) (bool, error) {
+	res, err := b.ledger.Consume(ctx, metering.ConsumeRequest{
+		UserAutomationID: user,
+		Units:            units,
+		UsageType:        b.usageType,
+		IdempotencyKey:   debitKey(id),
+	})
+	if err != nil {
+		return false, err
+	}
+	if res.Accepted {
+		b.adjust(user, +1)
+	}
+	return res.Accepted, nil
+}
+
+// Settle implements egress.Budget.
+func (b *ledgerBudget) Settle(ctx context.Context, user int64, id string,
+	units int64) (int64, error) {
+	res, err := b.ledger.Settle(ctx, metering.SettleRequest{
+		UserAutomationID: user,
+		IdempotencyKey:   debitKey(id),
+		Units:            units,
+		Reason:           "egress usage",
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !res.Replayed {
+		if b.forward && res.Charged > 0 {
+			// The hold stays outstanding until the platform answers
+			// the consume the outbox forwards.
+			b.mu.Lock()
+			b.forwarded[outbox.ItemID(outbox.KindConsume, id)] = user
+			b.mu.Unlock()
+		} else {
+			b.adjust(user, -1)
+		}
+	}
+	return res.Charged, nil
+}
+
+// Release implements egress.Budget.
+func (b *ledgerBudget) Release(ctx context.Context, user int64, id string) error {
+	_, err := b.ledger.Refund(ctx, metering.RefundRequest{
+		UserAutomationID: user,
+		IdempotencyKey:   debitKey(id),
+		Reason:           "egress call used nothing",
+	})
+	if errors.Is(err, metering.ErrUnknownDebit) {
+		return nil // nothing was held, or it was already given back
+	}
+	if err == nil {
+		b.adjust(user, -1)
+	}
+	return err
+}
+
+// adjust changes a user's outstanding count.
+func (b *ledgerBudget) adjust(user int64, d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.outstanding[user] + d
+	if n <= 0 {
+		delete(b.outstanding, user)
+		return
+	}
+	b.outstanding[user] = n
+}
+
+// forwardEnded drops a forwarded consume that will never be answered
+// (parked as unknown or failed) from its user's outstanding count.
+func (b *ledgerBudget) forwardEnded(itemID string) {
+	b.mu.Lock()
+	user, ok := b.forwarded[itemID]
+	delete(b.forwarded, itemID)
+	b.mu.Unlock()
+	if ok {
+		b.adjust(user, -1)
+	}
+}
+
+// platformAnswered takes the platform ledger's balances for a user when
+// nothing else of that user's is outstanding here.
+func (b *ledgerBudget) platformAnswered(a outbox.ConsumeAnswer) {
+	b.forwardEnded(outbox.ItemID(outbox.KindConsume, a.CallID))
+	b.mu.Lock()
+	busy := b.outstanding[a.UserAutomationID] > 0
+	b.mu.Unlock()
+	if busy {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := b.ledger.Reconcile(ctx, metering.ReconcileRequest{
+		UserAutomationID: a.UserAutomationID,
+		DemoTokens:       max(a.RemainingDemoTokens, 0),
+		PaidTokens:       max(a.RemainingPaidTokens, 0),
+		Reason:           "platform ledger answer",
+	})
+	if err != nil {
+		b.log.Error("egress: local balances not updated from the platform",
+			slog.Int64("user_automation_id", a.UserAutomationID), slog.Any("err", err))
+	}
+}
+
+// mountOutbox serves the outbox's admin view under /outbox (list, and
+// resolve of unknown or failed deliveries) when the egress is on.
+func (s *Sidecar) mountOutbox(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	if s.egress == nil {
+		return
+	}
+	h := http.StripPrefix("/outbox", s.egress.box.AdminHandler())
+	if wrap != nil {
+		h = wrap(h)
+	}
+	mux.Handle("/outbox", h)
+	mux.Handle("/outbox/", h)
+}
+
+// serveEgress starts serving the egress listeners and the deliverer; it
+// returns the base-URL listener's server (nil when none).
+func (s *Sidecar) serveEgress(errc chan<- error) *http.Server {
+	e := s.egress
+	if e == nil {
+		return nil
+	}
+	var srv *http.Server
+	if e.ln != nil {
+		srv = s.server(e.handler)
+		go func() { errc <- serve(srv, e.ln, "egress") }()
+	}
+	if e.proxyLn != nil {
+		go func() {
+			err := e.proxy.Serve(e.proxyLn)
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("egress proxy listener: %w", err)
+			}
+		}()
+	}
+	e.startDelivery()
+	return srv
+}
+
+// stopEgress ends the egress: new calls are refused, calls in flight get
+// until ctx ends (then they are cut, and recorded with what they used),
+// the listeners close and the outbox is flushed within
+// deliverFlushTimeout.
+func (s *Sidecar) stopEgress(ctx context.Context, srv *http.Server) error {
+	e := s.egress
+	if e == nil {
+		return nil
+	}
+	var firstErr error
+	if err := e.handler.Shutdown(ctx); err != nil {
+		firstErr = fmt.Errorf("egress calls did not finish within the grace period: %w", err)
+	}
+	// The calls are over: what is left are idle connections.
+	quick, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if srv != nil {
+		if err := srv.Shutdown(quick); err != nil {
+			_ = srv.Close()
+		}
+	}
+	if e.proxy != nil {
+		if err := e.proxy.Shutdown(quick); err != nil {
+			e.proxy.Close()
+		}
+	}
+	e.stopDelivery(s.log)
+	return firstErr
+}

@@ -1,0 +1,179 @@
+package sidecar
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeopenai"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+)
+
+// upstreamKey is the key the sidecar injects; the app never holds it.
+const upstreamKey = "sk-sidecar-test-upstream-4f9c2d7e1b8a6350"
+
+// egressTOML turns the egress on with one static key from the
+// environment, budgets charged 1 unit per 10 tokens. %q: the upstream.
+const egressTOML = `
+[egress]
+listen = "127.0.0.1:0"
+upstream = %q
+keys = ["env:ZS_OPENAI_KEY"]
+
+[egress.budget]
+enabled = true
+tokens_per_unit = 10
+reserve_tokens = 50
+
+[egress.outbox]
+path = %q
+`
+
+// startEgressHarness runs a sidecar whose egress calls fake.
+func startEgressHarness(t *testing.T, fake *fakeopenai.Server) *harness {
+	t.Helper()
+	up := httptest.NewServer(fake.Handler())
+	t.Cleanup(up.Close)
+	dir := t.TempDir()
+	return startHarness(t, params{
+		extra: fmt.Sprintf(egressTOML, up.URL, filepath.Join(dir, "outbox.db")),
+		env:   []string{"ZS_OPENAI_KEY=" + upstreamKey},
+	})
+}
+
+// TestEgressWithOpenAIGo: the official Go client, pointed at the egress
+// with a placeholder key, gets plain and streamed completions; the
+// upstream sees only the injected key; each call is charged to the user
+// it names, rounded up to units; no log line holds the key.
+func TestEgressWithOpenAIGo(t *testing.T) {
+	t.Parallel()
+	fake := fakeopenai.New(fakeopenai.Options{Keys: []string{upstreamKey}, Words: 6})
+	h := startEgressHarness(t, fake)
+	h.waitReady()
+
+	prov := h.do("POST", h.publicURL()+"/provision",
+		`{"user_automation_id": 42, "user_id": 1, "demo_tokens": 100}`, withToken(testToken))
+	if prov.status != http.StatusOK {
+		t.Fatalf("provision: %d %s", prov.status, prov.body)
+	}
+
+	c := openai.NewClient(
+		option.WithBaseURL("http://"+h.sc.EgressAddr()+"/v1/"),
+		option.WithAPIKey("placeholder-not-a-key"),
+		option.WithHeader("X-Zimmer-User-Automation-Id", "42"),
+		option.WithMaxRetries(0),
+	)
+	params := openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello there")},
+	}
+	got, err := c.Chat.Completions.New(t.Context(), params)
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	// 1 message of 2 words: 1 + 2 = 3 prompt tokens; 6 words.
+	if got.Usage.PromptTokens != 3 || got.Usage.CompletionTokens != 6 {
+		t.Errorf("usage %+v, want 3 + 6", got.Usage)
+	}
+
+	stream := c.Chat.Completions.NewStreaming(t.Context(), params)
+	var text strings.Builder
+	usageChunks := 0
+	for stream.Next() {
+		ch := stream.Current()
+		if len(ch.Choices) > 0 {
+			text.WriteString(ch.Choices[0].Delta.Content)
+		}
+		if ch.JSON.Usage.Valid() && ch.Usage.TotalTokens > 0 {
+			usageChunks++
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if strings.TrimSpace(text.String()) != fakeopenai.Text(6) {
+		t.Errorf("streamed text %q, want %q", text.String(), fakeopenai.Text(6))
+	}
+	if usageChunks != 0 {
+		t.Errorf("the app got %d usage chunks it did not ask for (case C2)", usageChunks)
+	}
+
+	reqs := fake.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("upstream got %d requests, want 2", len(reqs))
+	}
+	for i, r := range reqs {
+		if r.Key != upstreamKey {
+			t.Errorf("request %d: upstream saw key %q, want the injected one", i, r.Key)
+		}
+		if r.Header.Get("X-Zimmer-User-Automation-Id") != "" {
+			t.Errorf("request %d: the user header went upstream", i)
+		}
+	}
+	if !strings.Contains(string(reqs[1].Body), `"include_usage":true`) {
+		t.Errorf("streamed request did not ask for usage: %s", reqs[1].Body)
+	}
+
+	// Two calls of 9 tokens: 1 unit each (10 tokens per unit, rounded up).
+	eventually(t, "both calls settled", func() bool {
+		a, err := h.sc.ledger.Account(t.Context(), 42)
+		return err == nil && a.DemoTokens == 98
+	})
+	var settles int
+	err = h.sc.ledger.Journal(t.Context(), 0, 0, func(e metering.Entry) error {
+		if e.Kind == metering.EntrySettle {
+			settles++
+		}
+		return nil
+	})
+	if err != nil || settles != 2 {
+		t.Errorf("journal: %d settle entries (err %v), want 2", settles, err)
+	}
+
+	ob := h.do("GET", h.adminURL()+"/outbox", "", nil)
+	if ob.status != http.StatusOK || !strings.HasPrefix(ob.body, "{") {
+		t.Errorf("admin /outbox: %d %s", ob.status, ob.body)
+	}
+	m := h.do("GET", h.adminURL()+"/metrics", "", nil)
+	if !strings.Contains(m.body, `zimmer_sidecar_egress_calls_total{class="2xx",outcome="complete"} 2`) {
+		t.Errorf("metrics lack two complete egress calls")
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if strings.Contains(h.logs.String(), upstreamKey) ||
+		strings.Contains(h.logs.String(), upstreamKey[8:24]) {
+		t.Error("a log line holds the upstream key")
+	}
+}
+
+// TestEgressBudgetRefuses: a user whose balance cannot cover the
+// reservation gets 402 before any upstream call.
+func TestEgressBudgetRefuses(t *testing.T) {
+	t.Parallel()
+	fake := fakeopenai.New(fakeopenai.Options{Keys: []string{upstreamKey}})
+	h := startEgressHarness(t, fake)
+	h.waitReady()
+	h.do("POST", h.publicURL()+"/provision",
+		`{"user_automation_id": 7, "user_id": 1, "demo_tokens": 1}`, withToken(testToken))
+
+	body := `{"model":"gpt-4o-mini","max_tokens":500,"messages":[{"role":"user","content":"hi"}]}`
+	a := h.do("POST", "http://"+h.sc.EgressAddr()+"/v1/chat/completions", body,
+		http.Header{"X-Zimmer-User-Automation-Id": {"7"}, "Content-Type": {"application/json"}})
+	if a.status != http.StatusPaymentRequired || !strings.Contains(a.body, `"error"`) {
+		t.Errorf("got %d %s, want 402 with an OpenAI-style error", a.status, a.body)
+	}
+	if n := len(fake.Requests()); n != 0 {
+		t.Errorf("upstream got %d requests, want none", n)
+	}
+	acc, err := h.sc.ledger.Account(t.Context(), 7)
+	if err != nil || acc.DemoTokens != 1 {
+		t.Errorf("balance after a refusal: %+v (err %v), want unchanged 1", acc, err)
+	}
+}
