@@ -111,45 +111,50 @@ func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
 			c.flush(w)
 		}
 	}
-	err := c.pump(w, stream)
+	lost, err := c.pump(w, stream)
 	c.closeBody()
 	c.outcome = keys.OutcomeFromResponse(resp.StatusCode, resp.Header, nil, h.opts.Now())
 	switch {
 	case err != nil:
 		c.exit, c.failure = c.exitFor(err), err
 		c.broken = c.appStatus != 0 && !c.watch.gone.Load()
-	case c.watch.gone.Load():
+	case lost:
 		c.exit = outbox.ExitClientGone
 	default:
 		c.exit = outbox.ExitComplete
 	}
 }
 
-// pump copies the answer to the app until its end; once the app is gone
+// pump copies the answer to the app until its end. Once the app is gone
 // it drains the rest instead, at most DrainBytes (DrainTimeout is
-// enforced by the upstream context). It returns nil at a clean end.
-func (c *call) pump(w http.ResponseWriter, stream bool) error {
+// enforced by the upstream context), and reports that part of the answer
+// never reached the app (lost). It returns nil at a clean end.
+func (c *call) pump(w http.ResponseWriter, stream bool) (lost bool, err error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	for !c.watch.gone.Load() {
-		n, err := c.body.Read(buf)
-		if n > 0 && !c.watch.gone.Load() {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+		n, rerr := c.body.Read(buf)
+		if n > 0 {
+			switch _, werr := w.Write(buf[:n]); {
+			case c.watch.gone.Load():
+				lost = true
+			case werr != nil:
 				c.watch.leave()
-			} else if stream {
+				lost = true
+			case stream:
 				c.flush(w)
 			}
 		}
-		if err == io.EOF {
-			return nil
+		if rerr == io.EOF {
+			return lost, nil
 		}
-		if err != nil {
-			return err
+		if rerr != nil {
+			return lost, rerr
 		}
 	}
-	_, err := c.body.Drain(c.h.opts.DrainBytes)
-	return err
+	_, err = c.body.Drain(c.h.opts.DrainBytes)
+	return true, err
 }
 
 // flush sends what was written; a failure means the app is gone.

@@ -270,7 +270,9 @@ func TestAppGoneMidStreamDrains(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Error("the egress never noticed the app leaving")
 		}
-		for range 50 {
+		// Far more than one read of the egress: the usage comes only
+		// after the app is gone and must be drained.
+		for range 2000 {
 			_, _ = io.WriteString(w, sseChunk)
 		}
 		_, _ = io.WriteString(w, sseUsage+sseDone)
