@@ -169,6 +169,7 @@ func ChatStreamEvents(words int, includeUsage bool) int {
 // finish chunk, usage chunk when asked for, [DONE].
 func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, c *call) {
 	st := startStream(w, r, c, ChatStreamEvents(c.words, c.req.includeUsage))
+	defer st.close()
 	chunk := func(delta any, finish *string) []byte {
 		ch := chatChunk{
 			ID: c.id("chatcmpl-"), Object: "chat.completion.chunk", Created: c.created,

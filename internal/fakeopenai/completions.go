@@ -58,6 +58,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, c *call) {
 	// Stream: one chunk per word, the finish chunk, the usage chunk when
 	// asked for, [DONE].
 	st := startStream(w, r, c, ChatStreamEvents(c.words, c.req.includeUsage)-1)
+	defer st.close()
 	var null json.RawMessage
 	if c.req.includeUsage {
 		null = json.RawMessage("null")

@@ -30,10 +30,11 @@
 // a key the server does not know answer 401 as OpenAI does. A known key
 // answers per its State (SetKeyState): revoked (401 invalid_api_key),
 // rate limited (429 rate_limit_exceeded with Retry-After, retry-after-ms
-// and x-ratelimit-reset-requests), out of quota (429 insufficient_quota)
-// or failing with a chosen 5xx. Error messages name the key masked as
-// OpenAI does ("sk-ab***wxyz"), or whole with Options.EchoKey, for tests
-// that check secrets never reach logs or apps.
+// and x-ratelimit-reset-requests), out of quota (429 insufficient_quota),
+// failing with a chosen 5xx, or dropped (the connection is reset with no
+// answer). Error messages name the key masked as OpenAI does
+// ("sk-pr***wxyz"), or whole with Options.EchoKey, for tests that check
+// secrets never reach logs or apps.
 //
 // # Usage
 //
@@ -42,6 +43,9 @@
 // word per completion token and per stream content chunk.
 //
 // # Stream controls
+//
+// Options.Latency (or the X-Fake-Latency header) delays every answer;
+// Options.Gzip compresses answers for clients that accept gzip.
 //
 // StreamControl shapes streamed answers: a delay between events, a pause
 // after the first event (or Hold, to pause until the test releases it),

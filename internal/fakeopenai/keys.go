@@ -2,6 +2,7 @@ package fakeopenai
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -26,6 +27,9 @@ const (
 	NoQuota
 	// Failing keys answer State.Status (a 5xx) with a server_error.
 	Failing
+	// Dropped keys get no answer: the connection is reset once the request
+	// is read (an outcome the client cannot know).
+	Dropped
 )
 
 // State is a key's behaviour.
@@ -143,6 +147,8 @@ func (s *Server) authorize(w http.ResponseWriter, key string, present bool) bool
 			"plan and billing details."
 		writeError(w, http.StatusTooManyRequests,
 			apiError{Message: msg, Type: typeQuota, Code: codeQuota})
+	case st.Kind == Dropped:
+		resetConn(http.NewResponseController(w))
 	case st.Kind == Failing:
 		status := st.Status
 		if status == 0 {
@@ -205,10 +211,18 @@ func writeError(w http.ResponseWriter, status int, e apiError) {
 	}{e})
 }
 
-// writeJSON answers status with v as JSON.
+// writeJSON answers status with v as JSON, gzipped when compress(w).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	_ = json.NewEncoder(&buf).Encode(v) // the fake's own types always encode
+	if compress(w) {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		_, _ = zw.Write(buf.Bytes()) // writes to memory do not fail
+		_ = zw.Close()
+		buf = gz
+		w.Header().Set("Content-Encoding", "gzip")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)

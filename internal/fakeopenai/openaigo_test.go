@@ -44,7 +44,8 @@ func chatParams() openai.ChatCompletionNewParams {
 
 func TestOpenAIGoChat(t *testing.T) {
 	t.Parallel()
-	_, c := newClient(t, fakeopenai.Options{Words: 4})
+	// Gzip: the client's transport asks for and decodes it.
+	_, c := newClient(t, fakeopenai.Options{Words: 4, Gzip: true})
 	got, err := c.Chat.Completions.New(t.Context(), chatParams())
 	if err != nil {
 		t.Fatalf("chat: %v", err)
@@ -63,7 +64,7 @@ func TestOpenAIGoChatStream(t *testing.T) {
 	t.Parallel()
 	for _, crlf := range []bool{false, true} {
 		s, c := newClient(t, fakeopenai.Options{
-			Words: 5, Stream: fakeopenai.StreamControl{CRLF: crlf, Split: fakeopenai.Split{
+			Words: 5, Gzip: crlf, Stream: fakeopenai.StreamControl{CRLF: crlf, Split: fakeopenai.Split{
 				At: -1, // every event, between its last two bytes
 			}},
 		})

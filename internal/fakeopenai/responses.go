@@ -144,6 +144,7 @@ func (s *Server) responses(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 
 	st := startStream(w, r, c, ResponseStreamEvents(c.words))
+	defer st.close()
 	seq := 0
 	zero := 0
 	send := func(ev respEvent) bool {

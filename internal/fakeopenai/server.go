@@ -34,6 +34,13 @@ type Options struct {
 	EchoKey bool
 	// Stream is the default StreamControl of streamed answers.
 	Stream StreamControl
+	// Latency is waited before any answer (after the request is read and
+	// recorded); a request's X-Fake-Latency header replaces it.
+	Latency time.Duration
+	// Gzip compresses answers (JSON, streams and errors) with
+	// Content-Encoding gzip when the request's Accept-Encoding allows it,
+	// as OpenAI does. Off by default: answers are identity-encoded.
+	Gzip bool
 	// Now is the clock of "created" fields; nil means time.Now.
 	Now func() time.Time
 }
@@ -108,8 +115,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	key, present := requestKey(r.Header)
 	seq := s.record(r, key, body)
-	rw := &statusWriter{ResponseWriter: w}
+	rw := &statusWriter{ResponseWriter: w, gzip: s.opts.Gzip && acceptsGzip(r.Header)}
 	defer func() { s.setStatus(seq, key, rw.status) }()
+	latency := s.opts.Latency
+	if v, err := time.ParseDuration(r.Header.Get(HeaderLatency)); err == nil && v >= 0 {
+		latency = v
+	}
+	if !sleep(r.Context(), latency) {
+		return
+	}
 
 	// Route, then authenticate.
 	ep := route(r.URL.Path)
@@ -236,10 +250,33 @@ func (s *Server) SetStream(ctl StreamControl) {
 	s.opts.Stream = ctl
 }
 
-// statusWriter remembers the status answered.
+// statusWriter remembers the status answered, and whether answers are
+// compressed.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	gzip   bool
+}
+
+// compress reports whether answers through w are gzipped.
+func compress(w http.ResponseWriter) bool {
+	sw, ok := w.(*statusWriter)
+	return ok && sw.gzip
+}
+
+// acceptsGzip reports whether Accept-Encoding allows gzip (a q=0 entry
+// refuses it).
+func acceptsGzip(h http.Header) bool {
+	for _, v := range h.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				q := strings.ReplaceAll(params, " ", "")
+				return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+			}
+		}
+	}
+	return false
 }
 
 func (w *statusWriter) WriteHeader(code int) {

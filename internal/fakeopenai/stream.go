@@ -2,9 +2,11 @@ package fakeopenai
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -55,6 +57,9 @@ type StreamControl struct {
 	// chunk, usage or [DONE] is ever sent.
 	Endless bool
 }
+
+// HeaderLatency sets Options.Latency for one request (a Go duration).
+const HeaderLatency = "X-Fake-Latency"
 
 // Split cuts an event's bytes (its "event:" and "data:" lines and the
 // blank line that ends it, with their line ends) in two writes, each
@@ -125,6 +130,8 @@ var errStreamEnded = errors.New("stream ended")
 // streamer writes one server-sent event stream as its StreamControl says.
 type streamer struct {
 	w     http.ResponseWriter
+	out   io.Writer    // w, or gz over it
+	gz    *gzip.Writer // non-nil when the answer is compressed
 	rc    *http.ResponseController
 	ctx   context.Context
 	ctl   StreamControl
@@ -141,11 +148,25 @@ func startStream(w http.ResponseWriter, r *http.Request, c *call, total int) *st
 	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
 	setAnswerHeaders(w.Header(), c)
+	st := &streamer{
+		w: w, out: w, rc: http.NewResponseController(w), ctx: r.Context(), ctl: c.ctl,
+		hold: c.hold, total: total,
+	}
+	if compress(w) {
+		w.Header().Set("Content-Encoding", "gzip")
+		st.gz = gzip.NewWriter(w)
+		st.out = st.gz
+	}
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush() // a client that left is noticed at the first event
-	return &streamer{
-		w: w, rc: rc, ctx: r.Context(), ctl: c.ctl, hold: c.hold, total: total,
+	_ = st.rc.Flush() // a client that left is noticed at the first event
+	return st
+}
+
+// close ends a compressed stream with the gzip trailer.
+func (st *streamer) close() {
+	if st.gz != nil {
+		_ = st.gz.Close()
+		_ = st.rc.Flush()
 	}
 }
 
@@ -191,7 +212,7 @@ func (st *streamer) event(name string, data []byte) error {
 		}
 	}
 	if st.ctl.ResetAfter > 0 && st.sent == st.ctl.ResetAfter {
-		st.reset()
+		resetConn(st.rc)
 		return errStreamEnded
 	}
 	return nil
@@ -226,8 +247,13 @@ func (st *streamer) cut(msg []byte) int {
 
 // write writes p and flushes it.
 func (st *streamer) write(p []byte) error {
-	if _, err := st.w.Write(p); err != nil {
+	if _, err := st.out.Write(p); err != nil {
 		return fmt.Errorf("write event: %w", err)
+	}
+	if st.gz != nil {
+		if err := st.gz.Flush(); err != nil {
+			return fmt.Errorf("flush compressed event: %w", err)
+		}
 	}
 	if err := st.rc.Flush(); err != nil {
 		return fmt.Errorf("flush event: %w", err)
@@ -236,16 +262,19 @@ func (st *streamer) write(p []byte) error {
 }
 
 // wait waits d and reports false when the client went away first.
-func (st *streamer) wait(d time.Duration) bool {
+func (st *streamer) wait(d time.Duration) bool { return sleep(st.ctx, d) }
+
+// sleep waits d and reports false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
-		return st.ctx.Err() == nil
+		return ctx.Err() == nil
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-st.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -263,11 +292,12 @@ func (st *streamer) waitHold() bool {
 	}
 }
 
-// reset drops the connection so that the client sees a reset: on HTTP/1
-// it is hijacked and closed at once with SO_LINGER 0; where hijacking is
-// not supported (HTTP/2) the handler is aborted, which resets the stream.
-func (st *streamer) reset() {
-	conn, _, err := st.rc.Hijack()
+// resetConn drops the connection so that the client sees a reset: on
+// HTTP/1 it is hijacked and closed at once with SO_LINGER 0; where
+// hijacking is not supported (HTTP/2) the handler is aborted, which resets
+// the stream.
+func resetConn(rc *http.ResponseController) {
+	conn, _, err := rc.Hijack()
 	if err != nil {
 		panic(http.ErrAbortHandler) // net/http's documented way to abort a response
 	}
