@@ -19,6 +19,7 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/outbox"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metrics"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/status"
 )
 
 // This file wires the egress: the key pool, the outbox and its deliverer,
@@ -69,7 +70,7 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 	for _, k := range ec.Keys {
 		s.red.Add(k.Value)
 	}
-	if err := e.newPool(cfg, s.log, rec); err != nil {
+	if err := e.newPool(cfg, s.log); err != nil {
 		return nil, err
 	}
 
@@ -151,8 +152,7 @@ func (s *Sidecar) egressRecorder() metrics.EgressRecorder {
 }
 
 // newPool builds the key pool named by egress.key_source.
-func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
-	rec metrics.EgressRecorder) error {
+func (e *egressState) newPool(cfg *config.Config, log *slog.Logger) error {
 	ec := cfg.Egress
 	opts := keys.Options{OnEvent: keyEventLogger(log)}
 	switch ec.KeySource {
@@ -182,7 +182,6 @@ func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
 		}
 		e.pool, e.status = p, p.Status
 	}
-	_ = rec
 	return nil
 }
 
@@ -606,4 +605,63 @@ func (s *Sidecar) stopEgress(ctx context.Context, srv *http.Server) error {
 	}
 	e.stopDelivery(s.log)
 	return firstErr
+}
+
+// keyStates reports the egress keys for the status page, secret-free.
+func (e *egressState) keyStates() []status.KeyState {
+	ks := e.status()
+	out := make([]status.KeyState, 0, len(ks))
+	for _, k := range ks {
+		detail := ""
+		if !k.Until.IsZero() {
+			detail = "until " + k.Until.UTC().Format(time.RFC3339)
+		}
+		if !k.ExpiresAt.IsZero() {
+			if detail != "" {
+				detail += "; "
+			}
+			detail += "lease ends " + k.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		out = append(out, status.KeyState{
+			ID:          fmt.Sprintf("%d %s", k.KeyID, k.Redacted),
+			Source:      k.Name,
+			State:       string(k.State),
+			TokensToday: k.TokensToday,
+			DailyLimit:  k.Limits.DailyTokens,
+			Detail:      detail,
+		})
+	}
+	return out
+}
+
+// outboxDepth reports the outbox backlog for the status page.
+func (e *egressState) outboxDepth() (int, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := e.store.Stats(ctx)
+	if err != nil {
+		return 0, false
+	}
+	return st.Total, true
+}
+
+// egressGauges sets the key-state, lease and outbox gauges; the scrape
+// handler calls it before each scrape.
+func (e *egressState) egressGauges(rec metrics.Recorder) {
+	counts := map[string]int{}
+	leases := 0
+	for _, k := range e.status() {
+		counts[string(k.State)]++
+		if !k.ExpiresAt.IsZero() {
+			leases++
+		}
+	}
+	for _, st := range []keys.KeyState{keys.StateActive, keys.StateCooling,
+		keys.StateExhausted, keys.StateDisabled} {
+		rec.Keys(string(st), counts[string(st)])
+	}
+	rec.ActiveLeases(leases)
+	if depth, ok := e.outboxDepth(); ok {
+		rec.OutboxDepth(depth)
+	}
 }

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -143,6 +144,28 @@ func TestEgressWithOpenAIGo(t *testing.T) {
 	m := h.do("GET", h.adminURL()+"/metrics", "", nil)
 	if !strings.Contains(m.body, `zimmer_sidecar_egress_calls_total{class="2xx",outcome="complete"} 2`) {
 		t.Errorf("metrics lack two complete egress calls")
+	}
+	if !strings.Contains(m.body, `zimmer_sidecar_egress_keys{state="active"} 1`) {
+		t.Errorf("metrics lack one active key")
+	}
+	st := h.do("GET", h.adminURL()+"/status?format=json", "", nil)
+	var rep struct {
+		Keys []struct {
+			ID, Source, State string
+			TokensToday       int64 `json:"tokens_today"`
+		} `json:"keys"`
+		Outbox *struct{ Depth int } `json:"outbox"`
+	}
+	if err := json.Unmarshal([]byte(st.body), &rep); err != nil {
+		t.Fatalf("status: %v in %s", err, st.body)
+	}
+	if len(rep.Keys) != 1 || rep.Keys[0].State != "active" ||
+		rep.Keys[0].Source != "env:ZS_OPENAI_KEY" || rep.Keys[0].TokensToday != 18 ||
+		rep.Outbox == nil || rep.Outbox.Depth != 0 {
+		t.Errorf("status keys/outbox: %s", st.body)
+	}
+	if strings.Contains(st.body, upstreamKey) || strings.Contains(m.body, upstreamKey) {
+		t.Error("the status page or the metrics show the key")
 	}
 	if err := h.stop(); err != nil {
 		t.Fatalf("stop: %v", err)

@@ -91,6 +91,14 @@ func (s *Sidecar) mountMetrics(mux *http.ServeMux, wrap func(http.Handler) http.
 		return
 	}
 	h := s.metrics.prom.Handler()
+	if e := s.egress; e != nil {
+		// The key and outbox gauges are read when scraped.
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.egressGauges(s.metrics.rec)
+			inner.ServeHTTP(w, r)
+		})
+	}
 	if wrap != nil {
 		h = wrap(h)
 	}

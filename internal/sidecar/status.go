@@ -22,6 +22,10 @@ func (s *Sidecar) mountStatus(mux *http.ServeMux, wrap func(http.Handler) http.H
 	if s.breaker != nil {
 		src.Breakers = s.breakerStates
 	}
+	if s.egress != nil {
+		src.Keys = s.egress.keyStates
+		src.Outbox = s.egress.outboxDepth
+	}
 	var h http.Handler = status.Handler(src)
 	if wrap != nil {
 		h = wrap(h)
