@@ -70,7 +70,7 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 	for _, k := range ec.Keys {
 		s.red.Add(k.Value)
 	}
-	if err := e.newPool(cfg, s.log); err != nil {
+	if err := e.newPool(cfg, s.log, s.metrics.rec); err != nil {
 		return nil, err
 	}
 
@@ -152,9 +152,16 @@ func (s *Sidecar) egressRecorder() metrics.EgressRecorder {
 }
 
 // newPool builds the key pool named by egress.key_source.
-func (e *egressState) newPool(cfg *config.Config, log *slog.Logger) error {
+func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
+	rec metrics.Recorder) error {
 	ec := cfg.Egress
-	opts := keys.Options{OnEvent: keyEventLogger(log)}
+	logEvent := keyEventLogger(log)
+	opts := keys.Options{OnEvent: func(ev keys.Event) {
+		if ev.Kind == keys.EventLeased {
+			rec.Lease(metrics.LeaseAcquired)
+		}
+		logEvent(ev)
+	}}
 	switch ec.KeySource {
 	case config.KeysPlatform:
 		p, err := keys.NewLeased(keys.LeaseOptions{
