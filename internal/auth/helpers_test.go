@@ -78,7 +78,7 @@ type counters struct {
 func instrument(v *Verifier) *counters {
 	c := &counters{}
 	compare, bcryptCompare := v.compare, v.bcryptCompare
-	v.compare = func(x, y []byte) int {
+	v.compare = func(x, y [sha256.Size]byte) int {
 		c.mu.Lock()
 		c.digest++
 		c.mu.Unlock()

@@ -91,9 +91,11 @@ type Verifier struct {
 	limiter      *Limiter
 	onResult     func(Result)
 
-	// compare and bcryptCompare are subtle.ConstantTimeCompare and
+	// compare and bcryptCompare are compareDigests and
 	// bcrypt.CompareHashAndPassword; tests replace them to count calls.
-	compare       func(x, y []byte) int
+	// compare takes the digests by value so that they stay on the stack
+	// despite the indirect call.
+	compare       func(x, y [sha256.Size]byte) int
 	bcryptCompare func(hash, token []byte) error
 }
 
@@ -117,7 +119,7 @@ func New(tokens []Token, opts Options) (*Verifier, error) {
 		acceptBearer:  opts.AcceptBearer,
 		limiter:       opts.Limiter,
 		onResult:      opts.OnResult,
-		compare:       subtle.ConstantTimeCompare,
+		compare:       compareDigests,
 		bcryptCompare: bcrypt.CompareHashAndPassword,
 	}
 
@@ -290,10 +292,12 @@ func (v *Verifier) verify(ctx context.Context, tok string) (int, bool, error) {
 // matched, the bcrypt cache of verified tokens is consulted. It reports
 // the index of the match and whether it came from the cache.
 func (v *Verifier) verifyCheap(tok string) (idx int, cached, ok bool) {
-	sum := sha256.Sum256([]byte(tok))
+	// A token of usual length is hashed from a stack buffer.
+	var buf [128]byte
+	sum := sha256.Sum256(append(buf[:0], tok...))
 	match, idx := 0, -1
 	for _, d := range v.digests {
-		eq := v.compare(sum[:], d.sum[:])
+		eq := v.compare(sum, d.sum)
 		idx = subtle.ConstantTimeSelect(eq, d.index, idx)
 		match |= eq
 	}
@@ -307,6 +311,12 @@ func (v *Verifier) verifyCheap(tok string) (idx int, cached, ok bool) {
 		return idx, true, true
 	}
 	return -1, false, false
+}
+
+// compareDigests is 1 when x and y are equal, else 0, in time that does
+// not depend on their contents.
+func compareDigests(x, y [sha256.Size]byte) int {
+	return subtle.ConstantTimeCompare(x[:], y[:])
 }
 
 // bcryptable reports whether tok may be checked against the bcrypt

@@ -60,6 +60,11 @@ func ClientKey(addr string) string {
 	if err != nil {
 		return addr
 	}
+	if ip.Is4() {
+		// ParseAddr accepts IPv4 only in its canonical dotted form (no
+		// leading zeros), so addr already is what ip.String would build.
+		return addr
+	}
 	ip = ip.WithZone("").Unmap()
 	if ip.Is4() {
 		return ip.String()
