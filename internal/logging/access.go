@@ -24,8 +24,15 @@ const RequestIDHeader = "X-Request-Id"
 type Info struct {
 	ID               string
 	userAutomationID atomic.Int64
-	endpoint         atomic.Pointer[string]
+	endpoint         atomic.Pointer[Label]
 }
+
+// Label is an endpoint label made once, for handlers that set the same
+// label on many requests: SetLabel stores it without allocating.
+type Label struct{ name string }
+
+// NewLabel returns the label name; see Info.SetEndpoint.
+func NewLabel(name string) *Label { return &Label{name: name} }
 
 // SetUser records the user_automation_id the request concerns.
 func (i *Info) SetUser(id int64) {
@@ -38,7 +45,15 @@ func (i *Info) SetUser(id int64) {
 // (a Zimmer endpoint, "route:/chat/*", "proxy").
 func (i *Info) SetEndpoint(name string) {
 	if i != nil {
-		i.endpoint.Store(&name)
+		i.endpoint.Store(&Label{name: name})
+	}
+}
+
+// SetLabel is SetEndpoint with a label made beforehand. A nil l clears
+// the label.
+func (i *Info) SetLabel(l *Label) {
+	if i != nil {
+		i.endpoint.Store(l)
 	}
 }
 
@@ -47,8 +62,8 @@ func (i *Info) Endpoint() string {
 	if i == nil {
 		return ""
 	}
-	if p := i.endpoint.Load(); p != nil {
-		return *p
+	if l := i.endpoint.Load(); l != nil {
+		return l.name
 	}
 	return ""
 }
@@ -86,10 +101,15 @@ func Access(log *slog.Logger, enabled bool, observe func(endpoint string,
 	status int, d time.Duration), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &Info{ID: requestID(r.Header.Get(RequestIDHeader))}
-		r.Header.Set(RequestIDHeader, info.ID)
+		// One allocation for both: they live exactly as long as the request.
+		st := &accessState{rec: recorder{ResponseWriter: w}}
+		info, rec := &st.info, &st.rec
+		in := r.Header.Get(RequestIDHeader)
+		info.ID = requestID(in)
+		if info.ID != in || len(r.Header[RequestIDHeader]) != 1 {
+			r.Header.Set(RequestIDHeader, info.ID)
+		}
 		w.Header().Set(RequestIDHeader, info.ID)
-		rec := &recorder{ResponseWriter: w}
 
 		next.ServeHTTP(rec, r.WithContext(WithInfo(r.Context(), info)))
 
@@ -101,26 +121,46 @@ func Access(log *slog.Logger, enabled bool, observe func(endpoint string,
 		if observe != nil {
 			observe(info.Endpoint(), status, d)
 		}
-		if !enabled {
-			return
+		if enabled {
+			logAccess(log, r, info, status, rec.bytes, d)
 		}
-		attrs := []slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
-			slog.Int("status", status),
-			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-			slog.Int64("bytes", rec.bytes),
-			slog.String("request_id", info.ID),
-			slog.String("client", httpx.ClientAddr(r)),
-		}
-		if ep := info.Endpoint(); ep != "" {
-			attrs = append(attrs, slog.String("endpoint", ep))
-		}
-		if uid := info.userAutomationID.Load(); uid != 0 {
-			attrs = append(attrs, slog.Int64("user_automation_id", uid))
-		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})
+}
+
+// accessState is what the middleware keeps for one request.
+type accessState struct {
+	info Info
+	rec  recorder
+}
+
+// logAccess writes the access line of a served request.
+func logAccess(log *slog.Logger, r *http.Request, info *Info, status int,
+	bytes int64, d time.Duration) {
+	var buf [9]slog.Attr // on the stack: the line's most attributes
+	attrs := append(buf[:0],
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Int64("bytes", bytes),
+		slog.String("request_id", info.ID),
+		slog.String("client", httpx.ClientAddr(r)),
+	)
+	if ep := info.Endpoint(); ep != "" {
+		attrs = append(attrs, slog.String("endpoint", ep))
+	}
+	if uid := info.userAutomationID.Load(); uid != 0 {
+		attrs = append(attrs, slog.Int64("user_automation_id", uid))
+	}
+	// The record goes to the handler directly: Logger.LogAttrs would also
+	// walk the stack for a source position, which the line never shows.
+	ctx, h := r.Context(), log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec) // a log line that cannot be written has no one to tell
 }
 
 // requestID keeps a caller's id when it is at most 64 plain characters,

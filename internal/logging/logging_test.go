@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +183,76 @@ func BenchmarkRedactorPlainString(b *testing.B) {
 	red := NewRedactor("4f1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c")
 	for b.Loop() {
 		_ = red.String("/api/zimmer/usage/consume")
+	}
+}
+
+// secretValuer is a LogValuer that resolves to a string holding a secret.
+type secretValuer struct{ s string }
+
+func (v secretValuer) LogValue() slog.Value { return slog.StringValue(v.s) }
+
+func TestRedactorResolvesLogValuers(t *testing.T) {
+	const token = "valuer-secret-0123456789"
+	var buf bytes.Buffer
+	log := New(&buf, slog.LevelInfo, NewRedactor(token))
+	log.Info("m", "plain", "nothing to hide", "lazy", secretValuer{"x " + token})
+	out := buf.String()
+	if strings.Contains(out, token) || !strings.Contains(out, `"lazy":"x `+Mask+`"`) {
+		t.Errorf("got %s, want the valuer's secret masked", out)
+	}
+	if !strings.Contains(out, `"plain":"nothing to hide"`) {
+		t.Errorf("got %s, want the clean attribute kept", out)
+	}
+}
+
+func TestMayHoldKeyShapeSkipsLabels(t *testing.T) {
+	for _, s := range []string{"route:/chat/*", "12345:abc", "a:b:c", "127.0.0.1"} {
+		if mayHoldKeyShape(s) {
+			t.Errorf("mayHoldKeyShape(%q) = true, want false (no key shape fits)", s)
+		}
+	}
+	if !mayHoldKeyShape("/bot123456:x") {
+		t.Error("mayHoldKeyShape(/bot123456:x) = false, want true")
+	}
+}
+
+func TestRedactorSetWhileLogging(t *testing.T) {
+	red := NewRedactor("first-secret")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			red.Set("first-secret", fmt.Sprintf("other-secret-%d", i))
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		if got := red.String("a first-secret b"); got != "a "+Mask+" b" {
+			t.Fatalf("got %q while Set ran, want the secret masked", got)
+		}
+	}
+	<-done
+}
+
+func TestAccessForwardsOneRequestID(t *testing.T) {
+	var got []string
+	h := Access(New(io.Discard, slog.LevelInfo, NewRedactor()), true, nil,
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = r.Header.Values(RequestIDHeader)
+		}))
+	for _, in := range [][]string{nil, {"abc"}, {"abc", "def"}, {"bad id"}} {
+		req := httptest.NewRequest("GET", "/", nil)
+		for _, v := range in {
+			req.Header.Add(RequestIDHeader, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		echoed := rec.Header().Values(RequestIDHeader)
+		if len(got) != 1 || len(echoed) != 1 || got[0] != echoed[0] {
+			t.Errorf("sent %q: forwarded %q and echoed %q, want one and the same id",
+				in, got, echoed)
+		}
+		if len(in) > 0 && in[0] == "abc" && got[0] != "abc" {
+			t.Errorf("sent %q: forwarded %q, want the caller's abc kept", in, got)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Mask replaces every redacted value.
@@ -39,8 +40,11 @@ var keyShapes = regexp.MustCompile(
 // NewRedactor. It is safe for concurrent use; Set may be called at any time
 // (a hot reload registers the new tokens).
 type Redactor struct {
-	mu      sync.RWMutex
-	secrets []string // guarded by mu; longest first so overlaps mask fully
+	// secrets holds the known values, longest first so that overlaps
+	// mask fully. The slice is never changed once stored: Set stores a
+	// new one, so every log line reads it without a lock.
+	secrets atomic.Pointer[[]string]
+	mu      sync.Mutex // serialises Set and Add
 }
 
 // NewRedactor returns a Redactor that masks the given secret values.
@@ -53,6 +57,13 @@ func NewRedactor(secrets ...string) *Redactor {
 // Set replaces the known secret values. Values shorter than 4 bytes are
 // ignored: masking them would shred ordinary text.
 func (r *Redactor) Set(secrets ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.set(secrets)
+}
+
+// set filters, sorts and stores secrets; the caller holds r.mu.
+func (r *Redactor) set(secrets []string) {
 	kept := make([]string, 0, len(secrets))
 	for _, s := range secrets {
 		if len(s) >= 4 {
@@ -65,28 +76,33 @@ func (r *Redactor) Set(secrets ...string) {
 			kept[j], kept[j-1] = kept[j-1], kept[j]
 		}
 	}
-	r.mu.Lock()
-	r.secrets = kept
-	r.mu.Unlock()
+	r.secrets.Store(&kept)
 }
 
 // Add registers more secret values, keeping the ones already known.
 func (r *Redactor) Add(secrets ...string) {
-	r.mu.RLock()
-	all := append(append([]string(nil), r.secrets...), secrets...)
-	r.mu.RUnlock()
-	r.Set(all...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := append(append([]string(nil), r.known()...), secrets...)
+	r.set(all)
+}
+
+// known returns the secret values in force (nil before the first Set).
+func (r *Redactor) known() []string {
+	if p := r.secrets.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // String returns s with every known secret and key-shaped substring masked.
+// A string with nothing to mask is returned as it is, without copying.
 func (r *Redactor) String(s string) string {
-	r.mu.RLock()
-	for _, sec := range r.secrets {
+	for _, sec := range r.known() {
 		if strings.Contains(s, sec) {
 			s = strings.ReplaceAll(s, sec, Mask)
 		}
 	}
-	r.mu.RUnlock()
 	if mayHoldKeyShape(s) && keyShapes.MatchString(s) {
 		s = keyShapes.ReplaceAllString(s, Mask)
 	}
@@ -95,10 +111,13 @@ func (r *Redactor) String(s string) string {
 
 // mayHoldKeyShape is a cheap filter before the regexp, which is costly on
 // every string of every log line: each key shape (matched ignoring case)
-// needs "sk-", "bearer", or a ':' (bot tokens).
+// needs "sk-", "bearer", or a ':' right after six ASCII digits (bot
+// tokens; a label such as "route:/chat/*" has a ':' but no digits).
 func mayHoldKeyShape(s string) bool {
-	if strings.IndexByte(s, ':') >= 0 {
-		return true
+	for i := 6; i < len(s); i++ {
+		if s[i] == ':' && allDigits(s[i-6:i]) {
+			return true
+		}
 	}
 	for i := 0; i+3 <= len(s); i++ {
 		switch s[i] | 0x20 {
@@ -115,6 +134,17 @@ func mayHoldKeyShape(s string) bool {
 	return false
 }
 
+// allDigits reports whether s is made of ASCII digits only (what \d
+// matches in keyShapes).
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // Bytes is String for byte slices, for bodies that may echo a secret.
 func (r *Redactor) Bytes(b []byte) []byte {
 	s := r.String(string(b))
@@ -126,31 +156,40 @@ func (r *Redactor) Bytes(b []byte) []byte {
 
 // attr returns a with its value redacted: masked entirely when the key
 // names a secret, scrubbed when it is a string, recursed into for groups.
-func (r *Redactor) attr(a slog.Attr) slog.Attr {
+// changed is false when the result is a itself, which is then safe to
+// pass on unchanged.
+func (r *Redactor) attr(a slog.Attr) (out slog.Attr, changed bool) {
 	if secretKeys[strings.ToLower(a.Key)] {
-		return slog.String(a.Key, Mask)
+		return slog.String(a.Key, Mask), true
 	}
+	resolved := a.Value.Kind() == slog.KindLogValuer
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
-		return slog.String(a.Key, r.String(v.String()))
+		s := v.String()
+		clean := r.String(s)
+		if !resolved && clean == s {
+			return a, false
+		}
+		return slog.String(a.Key, clean), true
 	case slog.KindGroup:
 		group := v.Group()
 		out := make([]any, 0, len(group))
 		for _, g := range group {
-			out = append(out, r.attr(g))
+			ga, _ := r.attr(g)
+			out = append(out, ga)
 		}
-		return slog.Group(a.Key, out...)
+		return slog.Group(a.Key, out...), true
 	case slog.KindAny:
 		if err, ok := v.Any().(error); ok {
-			return slog.String(a.Key, r.String(err.Error()))
+			return slog.String(a.Key, r.String(err.Error())), true
 		}
 		if s, ok := v.Any().(interface{ String() string }); ok {
-			return slog.String(a.Key, r.String(s.String()))
+			return slog.String(a.Key, r.String(s.String())), true
 		}
-		return a
+		return a, false
 	default:
-		return slog.Attr{Key: a.Key, Value: v}
+		return slog.Attr{Key: a.Key, Value: v}, resolved
 	}
 }
 
@@ -170,19 +209,31 @@ func (h *handler) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.next.Enabled(ctx, l)
 }
 
+// Handle redacts rec and passes it on. A record with nothing to redact
+// (the usual access line) is passed on as it is, without a copy.
 func (h *handler) Handle(ctx context.Context, rec slog.Record) error {
-	out := slog.NewRecord(rec.Time, rec.Level, h.red.String(rec.Message), rec.PC)
+	msg := h.red.String(rec.Message)
+	changed := msg != rec.Message
+	var buf [16]slog.Attr
+	clean := buf[:0]
 	rec.Attrs(func(a slog.Attr) bool {
-		out.AddAttrs(h.red.attr(a))
+		ca, c := h.red.attr(a)
+		changed = changed || c
+		clean = append(clean, ca)
 		return true
 	})
+	if !changed {
+		return h.next.Handle(ctx, rec)
+	}
+	out := slog.NewRecord(rec.Time, rec.Level, msg, rec.PC)
+	out.AddAttrs(clean...)
 	return h.next.Handle(ctx, out)
 }
 
 func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	clean := make([]slog.Attr, len(attrs))
 	for i, a := range attrs {
-		clean[i] = h.red.attr(a)
+		clean[i], _ = h.red.attr(a)
 	}
 	return &handler{next: h.next.WithAttrs(clean), red: h.red}
 }
