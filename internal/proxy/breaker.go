@@ -101,9 +101,12 @@ type Breaker struct {
 	openedAt atomic.Int64 // b.now() in Unix nanoseconds when it last opened
 
 	// mu guards changes: transitions noted under gobreaker's lock and
-	// delivered by flush once that lock is released.
+	// delivered by flush once that lock is released. pending is set with
+	// changes and cleared with them, so that the calls of a quiet breaker
+	// (nearly all of them) never take mu.
 	mu       sync.Mutex
 	changes  []change
+	pending  atomic.Bool
 	onChange func(from, to BreakerState)
 }
 
@@ -205,16 +208,19 @@ func breakerState(s gobreaker.State) BreakerState {
 // allow asks to make one call. It returns the function that reports the
 // call's outcome (exactly once), or an *OpenError when the breaker
 // refuses: open, or half-open with its probes already out.
-func (b *Breaker) allow() (done func(outcome error), err error) {
-	report, err := b.cb.Allow()
+func (b *Breaker) allow() (report func(outcome error), err error) {
+	report, err = b.cb.Allow()
 	b.flush()
 	if err != nil {
 		return nil, &OpenError{Wait: b.wait()}
 	}
-	return func(outcome error) {
-		report(outcome)
-		b.flush()
-	}, nil
+	return report, nil
+}
+
+// done hands the outcome of a call allow let through to its report.
+func (b *Breaker) done(report func(outcome error), outcome error) {
+	report(outcome)
+	b.flush()
 }
 
 // rejecting reports whether a call now would be refused without a probe
@@ -245,17 +251,19 @@ func (b *Breaker) noteChange(_ string, from, to gobreaker.State) {
 	}
 	b.mu.Lock()
 	b.changes = append(b.changes, change{breakerState(from), breakerState(to)})
+	b.pending.Store(true)
 	b.mu.Unlock()
 }
 
 // flush delivers the recorded changes with no lock held.
 func (b *Breaker) flush() {
-	if b.onChange == nil {
+	if b.onChange == nil || !b.pending.Load() {
 		return
 	}
 	b.mu.Lock()
 	pending := b.changes
 	b.changes = nil
+	b.pending.Store(false)
 	b.mu.Unlock()
 	for _, c := range pending {
 		b.onChange(c.from, c.to)

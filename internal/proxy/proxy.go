@@ -363,9 +363,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.rp.ServeHTTP(w, r)
 		return
 	}
-	// A bounded label for logs and metrics: the configured pattern, never
-	// the raw path.
-	logging.FromContext(r.Context()).SetEndpoint("route:" + rt.pattern)
+	logging.FromContext(r.Context()).SetLabel(rt.label)
 	rt.handler.ServeHTTP(w, r)
 }
 
@@ -378,7 +376,9 @@ func (p *Proxy) limitBody(next http.Handler) http.Handler {
 				"Request body too large")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
 )
 
 // Route is one entry of the route table. Routes are tried in order and the
@@ -74,6 +76,9 @@ type route struct {
 	protect bool
 	meter   *Meter
 	handler http.Handler
+	// label names the route in logs and metrics: the configured pattern,
+	// never the raw path.
+	label *logging.Label
 }
 
 // compileRoute checks and compiles one route; the handler is set later.
@@ -82,7 +87,8 @@ func compileRoute(r Route) (*route, error) {
 	if !strings.HasPrefix(p, "/") {
 		return nil, fmt.Errorf("path %q must start with /", p)
 	}
-	rt := &route{pattern: p, protect: r.Protect, meter: r.Meter}
+	rt := &route{pattern: p, protect: r.Protect, meter: r.Meter,
+		label: logging.NewLabel("route:" + p)}
 	if rest, ok := strings.CutSuffix(p, "/*"); ok {
 		rt.prefix, p = true, rest
 	}

@@ -32,7 +32,7 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.breaker == nil {
 		return t.send(req)
 	}
-	done, err := t.breaker.allow()
+	report, err := t.breaker.allow()
 	if err != nil {
 		if req.Body != nil {
 			_ = req.Body.Close() // a RoundTripper closes the body, even on error
@@ -40,7 +40,7 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := t.send(req)
-	done(outcome(req, resp, err))
+	t.breaker.done(report, outcome(req, resp, err))
 	return resp, err
 }
 
