@@ -62,6 +62,15 @@ func (c *call) usage() chatUsage {
 	}
 }
 
+// jsonUsage is the usage of a JSON answer, nil when it is to be omitted.
+func (c *call) jsonUsage() *chatUsage {
+	if c.noUsage {
+		return nil
+	}
+	u := c.usage()
+	return &u
+}
+
 // finishReason is "length" when the request's cap cut the answer.
 func (c *call) finishReason() string {
 	if c.capped {
@@ -103,7 +112,7 @@ type chatCompletion struct {
 	Created           int64        `json:"created"`
 	Model             string       `json:"model"`
 	Choices           []chatChoice `json:"choices"`
-	Usage             chatUsage    `json:"usage"`
+	Usage             *chatUsage   `json:"usage,omitempty"` // nil: no usage sent
 	ServiceTier       string       `json:"service_tier"`
 	SystemFingerprint string       `json:"system_fingerprint"`
 }
@@ -147,7 +156,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, c *call) {
 			},
 			FinishReason: c.finishReason(),
 		}},
-		Usage:             c.usage(),
+		Usage:             c.jsonUsage(),
 		ServiceTier:       serviceTier,
 		SystemFingerprint: systemFingerprint,
 	})

@@ -23,7 +23,7 @@ func TestChatJSON(t *testing.T) {
 	}
 	// 2 messages: (1+2) + (1+3) = 7 prompt tokens; 4 words.
 	want := chatUsage{PromptTokens: 7, CompletionTokens: 4, TotalTokens: 11}
-	if got.Usage != want {
+	if got.Usage == nil || *got.Usage != want {
 		t.Errorf("usage: got %+v, want %+v", got.Usage, want)
 	}
 	if c := got.Choices[0]; c.Message.Content != "w1 w2 w3 w4" || c.FinishReason != "stop" {
@@ -47,9 +47,10 @@ func TestChatMaxTokensCaps(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Usage.CompletionTokens != 3 || got.Choices[0].FinishReason != "length" {
-		t.Errorf("got %d tokens, finish %q; want 3, length",
-			got.Usage.CompletionTokens, got.Choices[0].FinishReason)
+	if got.Usage == nil || got.Usage.CompletionTokens != 3 ||
+		got.Choices[0].FinishReason != "length" {
+		t.Errorf("got usage %+v, finish %q; want 3 tokens, length",
+			got.Usage, got.Choices[0].FinishReason)
 	}
 }
 

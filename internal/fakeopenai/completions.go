@@ -49,9 +49,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 	}
 	if !c.req.stream {
+		usage := mustJSON(u)
+		if c.noUsage {
+			usage = nil
+		}
 		setAnswerHeaders(w.Header(), c)
 		writeJSON(w, http.StatusOK,
-			answer([]textChoice{{Text: Text(c.words), FinishReason: &reason}}, mustJSON(u)))
+			answer([]textChoice{{Text: Text(c.words), FinishReason: &reason}}, usage))
 		return
 	}
 
@@ -95,10 +99,10 @@ type embeddingUsage struct {
 }
 
 type embeddingList struct {
-	Object string         `json:"object"`
-	Data   []embedding    `json:"data"`
-	Model  string         `json:"model"`
-	Usage  embeddingUsage `json:"usage"`
+	Object string          `json:"object"`
+	Data   []embedding     `json:"data"`
+	Model  string          `json:"model"`
+	Usage  *embeddingUsage `json:"usage,omitempty"`
 }
 
 // embeddings answers one embedding per input, as float arrays or, with
@@ -111,7 +115,9 @@ func (s *Server) embeddings(w http.ResponseWriter, c *call) {
 	}
 	list := embeddingList{
 		Object: "list", Model: c.req.model,
-		Usage: embeddingUsage{PromptTokens: c.prompt, TotalTokens: c.prompt},
+	}
+	if !c.noUsage {
+		list.Usage = &embeddingUsage{PromptTokens: c.prompt, TotalTokens: c.prompt}
 	}
 	for i := range c.req.inputs {
 		vec := make([]float32, dims)

@@ -17,7 +17,13 @@
 //   - .../embeddings: a list of embeddings with prompt and total tokens.
 //   - .../responses: a Responses API "response" object, or a stream of
 //     typed events ending with response.completed, which carries usage
-//     (input_tokens, output_tokens, total_tokens).
+//     (input_tokens, output_tokens, total_tokens); response.incomplete
+//     instead when max_output_tokens cut the answer.
+//   - GET .../models: a list holding DefaultModel.
+//
+// Any other path or method answers 404 "Invalid URL", as OpenAI does.
+// Every answer has one choice ("n" is ignored); tools, function calls,
+// logprobs, audio and images are not produced.
 //
 // The answers are shaped like the real API's, closely enough for the
 // official clients (github.com/openai/openai-go/v3, the npm "openai"

@@ -95,3 +95,89 @@ func TestGzip(t *testing.T) {
 		})
 	}
 }
+
+func TestNoUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, path, body string }{
+		{"chat json", "/v1/chat/completions", chatBody},
+		{"chat stream", "/v1/chat/completions", usageStream},
+		{"legacy json", "/v1/completions", `{"model":"m","prompt":"a"}`},
+		{
+			"legacy stream", "/v1/completions",
+			`{"model":"m","prompt":"a","stream":true,"stream_options":{"include_usage":true}}`,
+		},
+		{"embeddings", "/v1/embeddings", `{"model":"m","input":"a"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, ts := newTest(t, Options{Words: 2})
+			resp, b := post(t, ts, tt.path, tt.body,
+				"Authorization", "Bearer "+testKey, HeaderNoUsage, "1")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status: got %d: %s", resp.StatusCode, b)
+			}
+			if strings.Contains(string(b), `"usage"`) || strings.Contains(string(b), "tokens") {
+				t.Errorf("answer has usage: %s", b)
+			}
+			if st := s.Stats(testKey); st.PromptTokens == 0 {
+				t.Errorf("stats: got %+v, want the tokens counted", st)
+			}
+		})
+	}
+
+	// The Responses API sends usage null.
+	_, ts := newTest(t, Options{NoUsage: true})
+	_, b := post(t, ts, "/v1/responses", `{"model":"m","input":"a"}`, bearer(testKey)...)
+	if !strings.Contains(string(b), `"usage":null`) {
+		t.Errorf("responses: got %s, want usage null", b)
+	}
+}
+
+func TestModels(t *testing.T) {
+	t.Parallel()
+	_, ts := newTest(t, Options{})
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, ts.URL+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"id":"`+DefaultModel) {
+		t.Errorf("got %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestStreamDelays checks the waits happen (a lower bound only: waits never
+// end early, so the test cannot flake).
+func TestStreamDelays(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		hdr  []string
+		min  time.Duration
+	}{
+		// 2 words, usage: 6 events, 5 delays.
+		{"delay", []string{HeaderDelay, "10ms"}, 50 * time.Millisecond},
+		{"first pause", []string{HeaderFirstPause, "40ms"}, 40 * time.Millisecond},
+		{
+			"split delay",
+			[]string{HeaderSplitAt, "3", HeaderSplitDelay, "10ms"}, 60 * time.Millisecond,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			l := serveLogged(t, Options{}, usageStream, tt.hdr...)
+			if got := time.Since(start); got < tt.min {
+				t.Errorf("stream took %v, want at least %v", got, tt.min)
+			}
+			if w := l.writes(t); !strings.HasSuffix(w[len(w)-1], "[DONE]\n\n") {
+				t.Errorf("stream did not end with [DONE]: %q", w)
+			}
+		})
+	}
+}

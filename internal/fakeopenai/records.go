@@ -36,7 +36,9 @@ type KeyStats struct {
 	OK     int
 	Errors int
 	// PromptTokens and CompletionTokens add up the usage of the answers
-	// started with the key (a stream cut short still counts whole).
+	// started with the key (embeddings count prompt tokens only). A stream
+	// cut short, or answered without usage (NoUsage), still counts whole;
+	// an endless stream counts its configured words.
 	PromptTokens     int64
 	CompletionTokens int64
 }

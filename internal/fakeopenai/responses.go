@@ -100,7 +100,7 @@ func (c *call) response(status string, output []outputItem) *responseObj {
 	if c.req.maxTokens > 0 {
 		resp.MaxOutputTokens = &c.req.maxTokens
 	}
-	if status == "completed" || status == "incomplete" {
+	if (status == "completed" || status == "incomplete") && !c.noUsage {
 		u := &respUsage{InputTokens: c.prompt, OutputTokens: c.words}
 		u.TotalTokens = c.prompt + c.words
 		resp.Usage = u

@@ -37,6 +37,12 @@ type Options struct {
 	// Latency is waited before any answer (after the request is read and
 	// recorded); a request's X-Fake-Latency header replaces it.
 	Latency time.Duration
+	// NoUsage leaves usage out of every answer, as an OpenAI-compatible
+	// server that ignores stream_options does: no "usage" in JSON answers,
+	// no usage chunk (nor "usage": null) in chat and legacy streams, null
+	// usage in a Responses API answer. A request's X-Fake-No-Usage header
+	// ("true" or "1") replaces it. Stats count the tokens all the same.
+	NoUsage bool
 	// Gzip compresses answers (JSON, streams and errors) with
 	// Content-Encoding gzip when the request's Accept-Encoding allows it,
 	// as OpenAI does. Off by default: answers are identity-encoded.
@@ -90,6 +96,7 @@ const (
 	epCompletions
 	epEmbeddings
 	epResponses
+	epModels
 )
 
 // route names the endpoint by the path's suffix, whatever its prefix.
@@ -104,6 +111,8 @@ func route(path string) endpoint {
 		return epEmbeddings
 	case strings.HasSuffix(path, "/responses"):
 		return epResponses
+	case strings.HasSuffix(path, "/models"):
+		return epModels
 	}
 	return epNone
 }
@@ -127,12 +136,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	// Route, then authenticate.
 	ep := route(r.URL.Path)
-	if ep == epNone || r.Method != http.MethodPost {
+	method := http.MethodPost
+	if ep == epModels {
+		method = http.MethodGet
+	}
+	if ep == epNone || r.Method != method {
 		msg := "Invalid URL (" + r.Method + " " + r.URL.Path + ")"
 		writeError(rw, http.StatusNotFound, apiError{Message: msg, Type: typeInvalid})
 		return
 	}
 	if !s.authorize(rw, key, present) {
+		return
+	}
+
+	if ep == epModels {
+		writeModels(rw)
 		return
 	}
 
@@ -168,6 +186,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// writeModels answers GET .../models: a list holding DefaultModel.
+func writeModels(w http.ResponseWriter) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{"list", []model{{ID: DefaultModel, Object: "model", Created: 1721172741, OwnedBy: "system"}}})
+}
+
 // call is one authorised request about to be answered.
 type call struct {
 	req     *request
@@ -176,6 +208,7 @@ type call struct {
 	words   int  // completion words answered
 	capped  bool // words were lowered by the request's token cap
 	prompt  int
+	noUsage bool // usage is left out of the answer
 	ctl     StreamControl
 	hold    chan struct{}
 	key     string
@@ -195,6 +228,13 @@ func (s *Server) newCall(r *http.Request, key string, req *request) *call {
 		ctl:     s.opts.Stream.override(r.Header),
 		hold:    s.hold,
 		key:     key,
+	}
+	c.noUsage = s.opts.NoUsage
+	if v, err := strconv.ParseBool(r.Header.Get(HeaderNoUsage)); err == nil {
+		c.noUsage = v
+	}
+	if c.noUsage {
+		req.includeUsage = false // the stream ignores the request's stream_options
 	}
 	words := s.opts.Words
 	if v, err := strconv.Atoi(r.Header.Get(HeaderWords)); err == nil && v >= 0 {

@@ -58,8 +58,13 @@ type StreamControl struct {
 	Endless bool
 }
 
-// HeaderLatency sets Options.Latency for one request (a Go duration).
-const HeaderLatency = "X-Fake-Latency"
+// Request headers that override Options fields other than Stream.
+const (
+	// HeaderLatency sets Options.Latency (a Go duration).
+	HeaderLatency = "X-Fake-Latency"
+	// HeaderNoUsage sets Options.NoUsage ("true" or "1").
+	HeaderNoUsage = "X-Fake-No-Usage"
+)
 
 // Split cuts an event's bytes (its "event:" and "data:" lines and the
 // blank line that ends it, with their line ends) in two writes, each
