@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,13 +48,20 @@ type BoltOptions struct {
 
 // BoltStore is a Store in a bbolt file of its own, for one sidecar
 // process (the file is locked while open). Concurrent Adds are committed
-// together (bbolt's Batch): one fsync for many. Full reads a counter kept
-// in memory.
+// together: one fsync for many, with no timer delaying a lone Add. Full
+// reads a counter kept in memory.
 type BoltStore struct {
 	db     *bbolt.DB
 	max    int
 	count  atomic.Int64
 	closed atomic.Bool
+
+	// addMu guards sends on adds against Close closing it.
+	addMu     sync.RWMutex
+	adds      chan *addRequest
+	adderDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -99,6 +107,9 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
 	s.count.Store(int64(n))
+	s.adds = make(chan *addRequest)
+	s.adderDone = make(chan struct{})
+	go s.runAdder()
 	return s, nil
 }
 
@@ -142,41 +153,16 @@ func recoverBolt(tx *bbolt.Tx, now time.Time) (int, error) {
 	return n, setCount(tx, n)
 }
 
-// Add implements Store. Concurrent Adds share one transaction.
-func (s *BoltStore) Add(_ context.Context, items []Item) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
+// Add implements Store. Concurrent Adds share one transaction (see
+// runAdder).
+func (s *BoltStore) Add(ctx context.Context, items []Item) error {
 	if err := checkNew(items); err != nil {
 		return err
 	}
-	var added int
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
-		added = 0 // Batch may run this more than once
-		b := tx.Bucket(bucketItems)
-		var fresh []Item
-		for _, it := range items {
-			if b.Get([]byte(it.ID)) == nil && !containsID(fresh, it.ID) {
-				fresh = append(fresh, it)
-			}
-		}
-		n := getCount(tx)
-		if n+len(fresh) > s.max {
-			return ErrFull
-		}
-		for _, it := range fresh {
-			if err := put(tx, stored{Item: it}); err != nil {
-				return err
-			}
-		}
-		added = len(fresh)
-		return setCount(tx, n+added)
-	})
-	if err != nil {
-		return s.wrap("add items", err)
+	if len(items) == 0 {
+		return nil
 	}
-	s.count.Add(int64(added))
-	return nil
+	return s.submitAdd(ctx, items)
 }
 
 // Full implements Store.
@@ -434,15 +420,20 @@ func (s *BoltStore) Resolve(_ context.Context, id string, a Action, now time.Tim
 	return nil
 }
 
-// Close implements Store.
+// Close implements Store. It waits for the Adds already queued to be
+// committed.
 func (s *BoltStore) Close() error {
-	if s.closed.Swap(true) {
-		return nil
-	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close outbox: %w", err)
-	}
-	return nil
+	s.closeOnce.Do(func() {
+		s.addMu.Lock()
+		s.closed.Store(true)
+		close(s.adds)
+		s.addMu.Unlock()
+		<-s.adderDone
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close outbox: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
 // wrap adds context to a store error, keeping the sentinels bare.

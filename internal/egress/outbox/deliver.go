@@ -76,9 +76,11 @@ type DeliverOptions struct {
 	Owner string
 	// Now is the clock of claims and backoff; nil means time.Now.
 	Now func() time.Time
-	// OnConsumeAnswer receives each consume the platform answered 200,
-	// after the item is finished. It is called from the deliverer's
-	// goroutine, without locks held; it should not block long.
+	// OnConsumeAnswer receives each consume the platform answered 2xx
+	// with a readable body, once the round's outcomes are written (or
+	// failed to be: the platform charged either way). It is called from
+	// the deliverer's goroutine, without locks held; it should not block
+	// long.
 	OnConsumeAnswer func(ConsumeAnswer)
 	// OnEvent receives each attempt's result and each store error
 	// (for logs and metrics). Same calling rules as OnConsumeAnswer.
@@ -192,6 +194,8 @@ func (o DeliverOptions) withDefaults() (DeliverOptions, error) {
 		return o, errors.New("platform url needs an http or https scheme and a host")
 	case u.User != nil:
 		return o, errors.New("platform url must not carry credentials")
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return o, errors.New("platform url must not have a query or a fragment")
 	case o.AutomationID <= 0:
 		return o, errors.New("automation id must be positive")
 	case o.Token == nil:

@@ -615,7 +615,7 @@ func TestTwoDeliverersOnePostgresTable(t *testing.T) {
 		}
 	}
 	now := time.Now()
-	c := Claim{Owner: "replica-dead", Now: now, Until: now.Add(300 * time.Millisecond), Limit: 6}
+	c := Claim{Owner: "replica-dead", Now: now, Until: now.Add(time.Second), Limit: 6}
 	if got := mustClaim(t, dead, c); len(got) != 6 {
 		t.Fatalf("dead replica claimed %d, want 6", len(got))
 	}
@@ -714,6 +714,8 @@ func TestDeliverOptionsChecked(t *testing.T) {
 		{"no url", DeliverOptions{AutomationID: 1, Token: token}},
 		{"ftp", DeliverOptions{PlatformURL: "ftp://x", AutomationID: 1, Token: token}},
 		{"credentials", DeliverOptions{PlatformURL: "http://u:p@127.0.0.1", AutomationID: 1,
+			Token: token}},
+		{"query", DeliverOptions{PlatformURL: "http://127.0.0.1/?t=x", AutomationID: 1,
 			Token: token}},
 		{"no automation", DeliverOptions{PlatformURL: "http://127.0.0.1", Token: token}},
 		{"no token", DeliverOptions{PlatformURL: "http://127.0.0.1", AutomationID: 1}},

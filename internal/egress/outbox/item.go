@@ -263,13 +263,14 @@ func checkOutcome(o Outcome) error {
 	return fmt.Errorf("outcome of %s: invalid state %q", o.ID, o.State)
 }
 
-// clampError bounds an error text kept with an item.
+// clampError bounds an error text kept with an item (cutting at a byte
+// may split a character: the broken end is dropped).
 func clampError(s string) string {
 	const maxErr = 300
 	if len(s) <= maxErr {
 		return s
 	}
-	return s[:maxErr]
+	return strings.ToValidUTF8(s[:maxErr], "")
 }
 
 // tally counts it.

@@ -428,8 +428,10 @@ func newPgQueries(table string) pgQueries {
 	record     jsonb       NOT NULL
 );
 CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s (due) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS %[3]s ON %[1]s (created_at)`,
+CREATE INDEX IF NOT EXISTS %[3]s ON %[1]s (due) WHERE sent;
+CREATE INDEX IF NOT EXISTS %[4]s ON %[1]s (created_at)`,
 			t, pgx.Identifier{table + "_due"}.Sanitize(),
+			pgx.Identifier{table + "_sent"}.Sanitize(),
 			pgx.Identifier{table + "_created"}.Sanitize()),
 		add: f(`INSERT INTO %s (id, kind, state, due, created_at, record)
 SELECT u.id, u.kind, u.state, u.due, u.created_at, u.record::jsonb
