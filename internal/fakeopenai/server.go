@@ -14,6 +14,10 @@ import (
 // chunks) when Options.Words is zero.
 const DefaultWords = 5
 
+// MaxWords bounds the completion words of one answer (a JSON answer holds
+// its whole text); StreamControl.Endless streams without a bound.
+const MaxWords = 1 << 20
+
 // DefaultModel is the model answered when a request names none.
 const DefaultModel = "gpt-4o-mini"
 
@@ -24,7 +28,8 @@ const maxBody = 8 << 20
 type Options struct {
 	// Keys are known from the start, each Active (as AddKey).
 	Keys []string
-	// Words is the number of completion words; zero means DefaultWords.
+	// Words is the number of completion words; zero means DefaultWords;
+	// at most MaxWords.
 	// A request's max_tokens (or max_completion_tokens, max_output_tokens)
 	// lowers it; a request's X-Fake-Words header replaces it.
 	Words int
@@ -117,8 +122,9 @@ func route(path string) endpoint {
 	return epNone
 }
 
-// serve handles one request in OpenAI's order: the route, the method, the
-// key, the body.
+// serve handles one request: it is read and recorded, Latency passes,
+// then come OpenAI's checks in its order (the route and method, the key,
+// the body) and the answer.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	// Read and record the request whole, whatever comes next.
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -240,8 +246,9 @@ func (s *Server) newCall(r *http.Request, key string, req *request) *call {
 	if v, err := strconv.Atoi(r.Header.Get(HeaderWords)); err == nil && v >= 0 {
 		words = v
 	}
-	c.words, c.capped = CompletionTokens(words, req.maxTokens), req.maxTokens > 0 &&
-		req.maxTokens < int64(words)
+	words = min(words, MaxWords)
+	c.words = CompletionTokens(words, req.maxTokens)
+	c.capped = c.words < words
 	st := s.statsLocked(key)
 	st.PromptTokens += int64(c.prompt)
 	if req.endpoint != epEmbeddings {
