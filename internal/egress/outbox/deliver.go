@@ -257,7 +257,7 @@ func (d *Deliverer) Run(ctx context.Context) {
 				break
 			}
 			claimed, _, err := d.round(ctx, limit)
-			if err != nil {
+			if err != nil && ctx.Err() == nil {
 				d.emit(Event{Result: ResultStoreError, Err: err})
 			}
 			if err != nil || claimed < limit {
