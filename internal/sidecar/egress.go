@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,8 +29,8 @@ import (
 
 // egressState is the running egress; nil in Sidecar when it is off.
 type egressState struct {
-	pool    keys.Pool
-	status  func() []keys.KeyStatus // the pool's key snapshot
+	pool    *keys.Swappable // static keys are replaced by a reload
+	keyOpts keys.Options    // the rotation rules and event hook of every pool
 	store   outbox.Store
 	pgPool  *pgxpool.Pool // the outbox's own pool with the postgres ledger
 	box     *outbox.Outbox
@@ -151,21 +152,22 @@ func (s *Sidecar) egressRecorder() metrics.EgressRecorder {
 	return s.metrics.prom
 }
 
-// newPool builds the key pool named by egress.key_source.
+// newPool builds the key pool named by egress.key_source, behind a
+// Swappable so a reload can replace static keys.
 func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
 	rec metrics.Recorder) error {
-	ec := cfg.Egress
 	logEvent := keyEventLogger(log)
-	opts := keys.Options{OnEvent: func(ev keys.Event) {
+	e.keyOpts = keys.Options{OnEvent: func(ev keys.Event) {
 		if ev.Kind == keys.EventLeased {
 			rec.Lease(metrics.LeaseAcquired)
 		}
 		logEvent(ev)
 	}}
-	switch ec.KeySource {
+	var pool keys.StatusPool
+	switch cfg.Egress.KeySource {
 	case config.KeysPlatform:
 		p, err := keys.NewLeased(keys.LeaseOptions{
-			Options:      opts,
+			Options:      e.keyOpts,
 			PlatformURL:  cfg.Automation.PlatformURL.String(),
 			AutomationID: cfg.Automation.ID,
 			Token:        keys.NewSecret(cfg.PlatformToken()),
@@ -173,23 +175,56 @@ func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
 		if err != nil {
 			return fmt.Errorf("egress keys: %w", err)
 		}
-		e.pool, e.status = p, p.Status
+		pool = p
 	default:
-		static := make([]keys.StaticKey, 0, len(ec.Keys))
-		for _, k := range ec.Keys {
-			static = append(static, keys.StaticKey{
-				Source: k.Source,
-				Key:    keys.NewSecret(k.Value),
-				Limits: keys.Limits{RPM: ec.RPMLimit, DailyTokens: ec.DailyTokenLimit},
-			})
-		}
-		p, err := keys.NewStatic(static, opts)
+		p, err := e.staticPool(cfg.Egress)
 		if err != nil {
-			return fmt.Errorf("egress keys: %w", err)
+			return err
 		}
-		e.pool, e.status = p, p.Status
+		pool = p
 	}
+	e.pool = keys.NewSwappable(pool)
 	return nil
+}
+
+// staticPool builds a pool of the configured static keys.
+func (e *egressState) staticPool(ec config.Egress) (*keys.Static, error) {
+	static := make([]keys.StaticKey, 0, len(ec.Keys))
+	for _, k := range ec.Keys {
+		static = append(static, keys.StaticKey{
+			Source: k.Source,
+			Key:    keys.NewSecret(k.Value),
+			Limits: keys.Limits{RPM: ec.RPMLimit, DailyTokens: ec.DailyTokenLimit},
+		})
+	}
+	p, err := keys.NewStatic(static, e.keyOpts)
+	if err != nil {
+		return nil, fmt.Errorf("egress keys: %w", err)
+	}
+	return p, nil
+}
+
+// reloadKeys builds the pool of next's static keys when they changed; the
+// returned function makes it current. The new pool starts fresh: keys
+// the old one had disabled or cooled down are usable again (an operator
+// who replaces the list means it). Nil when there is nothing to swap.
+func (s *Sidecar) reloadKeys(next *config.Config, changed []string) (func(), error) {
+	e := s.egress
+	if e == nil || next.Egress.KeySource != config.KeysStatic ||
+		!slices.ContainsFunc(changed, func(k string) bool {
+			return k == "egress.keys" || k == "egress.rpm_limit" ||
+				k == "egress.daily_token_limit"
+		}) {
+		return nil, nil
+	}
+	for _, k := range next.Egress.Keys {
+		s.red.Add(k.Value)
+	}
+	p, err := e.staticPool(next.Egress)
+	if err != nil {
+		return nil, err
+	}
+	return func() { e.pool.Swap(p) }, nil
 }
 
 // keyEventLogger logs every change of a key's state, secret-free.
@@ -672,3 +707,6 @@ func (e *egressState) egressGauges(rec metrics.Recorder) {
 		rec.OutboxDepth(depth)
 	}
 }
+
+// status is a secret-free snapshot of the current pool's keys.
+func (e *egressState) status() []keys.KeyStatus { return e.pool.Status() }

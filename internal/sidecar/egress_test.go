@@ -39,13 +39,18 @@ path = %q
 // startEgressHarness runs a sidecar whose egress calls fake.
 func startEgressHarness(t *testing.T, fake *fakeopenai.Server) *harness {
 	t.Helper()
+	return startHarness(t, egressParams(t, fake, upstreamKey))
+}
+
+// egressParams configures the egress to call fake with key.
+func egressParams(t *testing.T, fake *fakeopenai.Server, key string) params {
+	t.Helper()
 	up := httptest.NewServer(fake.Handler())
 	t.Cleanup(up.Close)
-	dir := t.TempDir()
-	return startHarness(t, params{
-		extra: fmt.Sprintf(egressTOML, up.URL, filepath.Join(dir, "outbox.db")),
-		env:   []string{"ZS_OPENAI_KEY=" + upstreamKey},
-	})
+	return params{
+		extra: fmt.Sprintf(egressTOML, up.URL, filepath.Join(t.TempDir(), "outbox.db")),
+		env:   []string{"ZS_OPENAI_KEY=" + key},
+	}
 }
 
 // TestEgressWithOpenAIGo: the official Go client, pointed at the egress
@@ -141,10 +146,13 @@ func TestEgressWithOpenAIGo(t *testing.T) {
 	if ob.status != http.StatusOK || !strings.HasPrefix(ob.body, "{") {
 		t.Errorf("admin /outbox: %d %s", ob.status, ob.body)
 	}
-	m := h.do("GET", h.adminURL()+"/metrics", "", nil)
-	if !strings.Contains(m.body, `zimmer_sidecar_egress_calls_total{class="2xx",outcome="complete"} 2`) {
-		t.Errorf("metrics lack two complete egress calls")
-	}
+	// Finalisation (settle, record, count) runs after the answer.
+	var m answer
+	eventually(t, "metrics to count two complete egress calls", func() bool {
+		m = h.do("GET", h.adminURL()+"/metrics", "", nil)
+		return strings.Contains(m.body,
+			`zimmer_sidecar_egress_calls_total{class="2xx",outcome="complete"} 2`)
+	})
 	if !strings.Contains(m.body, `zimmer_sidecar_egress_keys{state="active"} 1`) {
 		t.Errorf("metrics lack one active key")
 	}
@@ -199,4 +207,49 @@ func TestEgressBudgetRefuses(t *testing.T) {
 	if err != nil || acc.DemoTokens != 1 {
 		t.Errorf("balance after a refusal: %+v (err %v), want unchanged 1", acc, err)
 	}
+}
+
+// TestReloadEgressKeys: a reload that changes the static keys makes new
+// calls use the new key, without a restart; the new key is masked in logs.
+func TestReloadEgressKeys(t *testing.T) {
+	t.Parallel()
+	const rotated = "sk-sidecar-rotated-key-0a1b2c3d4e5f6789"
+	fake := fakeopenai.New(fakeopenai.Options{Keys: []string{upstreamKey, rotated}})
+	p := egressParams(t, fake, upstreamKey)
+	h := startHarness(t, p)
+	h.waitReady()
+	call := func() {
+		t.Helper()
+		a := h.do("POST", "http://"+h.sc.EgressAddr()+"/v1/chat/completions",
+			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+			http.Header{"Content-Type": {"application/json"}})
+		if a.status != http.StatusOK {
+			t.Fatalf("egress call: %d %s", a.status, a.body)
+		}
+	}
+	call()
+	p.env = []string{"ZS_OPENAI_KEY=" + rotated}
+	next := h.next(p)
+	h.reload(next)
+	call()
+
+	reqs := fake.Requests()
+	if len(reqs) != 2 || reqs[0].Key != upstreamKey || reqs[1].Key != rotated {
+		t.Fatalf("upstream saw keys %v, want the first then the rotated one", keysOf(reqs))
+	}
+	if r := h.lastRecord("configuration reloaded"); !strings.Contains(fmt.Sprint(r["changed"]),
+		"egress.keys") {
+		t.Errorf("reload line does not name egress.keys: %v", r)
+	}
+	if strings.Contains(h.logs.String(), rotated) {
+		t.Error("a log line holds the rotated key")
+	}
+}
+
+func keysOf(rs []fakeopenai.Record) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, fakeopenai.MaskKey(r.Key))
+	}
+	return out
 }

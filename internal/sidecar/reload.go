@@ -37,6 +37,9 @@ var reloadable = map[string]bool{
 	"app.probe":                   true,
 	"zimmer":                      true,
 	"route":                       true,
+	"egress.keys":                 true, // static keys: a new pool (egress.go)
+	"egress.rpm_limit":            true,
+	"egress.daily_token_limit":    true,
 }
 
 // Reload applies a new, validated configuration (from config.Load) to the
@@ -73,6 +76,11 @@ func (s *Sidecar) Reload(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
+	swapKeys, err := s.reloadKeys(next, changed)
+	if err != nil {
+		_ = snap.proxy.Close()
+		return fmt.Errorf("reload: %w", err)
+	}
 	if slices.Contains(changed, "app.probe") {
 		if err := s.monitor.Update(probeOptions(next.App.Probes)); err != nil {
 			_ = snap.proxy.Close()
@@ -83,6 +91,9 @@ func (s *Sidecar) Reload(cfg *config.Config) error {
 	// 3. Swap. Requests load the snapshot once, so each sees either the
 	// old configuration or the new one, never a mix.
 	s.commit(v, snap)
+	if swapKeys != nil {
+		swapKeys()
+	}
 	s.live.Store(next)
 	s.log.Info("configuration reloaded", slog.Any("changed", changed))
 	if s.level != nil {

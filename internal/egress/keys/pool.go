@@ -102,7 +102,8 @@ type Lease struct {
 	// is to be reported there under KeyID.
 	Platform bool
 
-	t *ticket
+	t      *ticket
+	origin Pool // the pool that issued it, when a Swappable handed it out
 }
 
 func (l Lease) String() string {
