@@ -4,6 +4,9 @@
 //
 //	go run ./bench/upstream -addr 127.0.0.1:0 -addr-file /tmp/up.addr
 //
+// Paths under /stream answer server-sent events instead (see
+// serveStream), for the time-to-first-byte measurement.
+//
 // With -proxy URL it is instead a plain Go reverse proxy to URL (see
 // newPlainProxy), the reference the sidecar is compared with.
 //
@@ -21,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -96,8 +100,13 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// serve drains any request body and answers the fixed JSON.
+// serve drains any request body and answers the fixed JSON, or a stream
+// of events for paths under /stream (see serveStream).
 func serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/stream") {
+		serveStream(w, r)
+		return
+	}
 	_, _ = io.Copy(io.Discard, r.Body)
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}

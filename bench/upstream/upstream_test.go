@@ -70,3 +70,31 @@ func TestPlainProxyRefusesNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestServeStreamsEvents(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(serve))
+	t.Cleanup(app.Close)
+	resp, err := http.Get(app.URL + "/stream/x?events=4&gap=0s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	want := "data: {\"n\":0}\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\n"
+	if resp.StatusCode != http.StatusOK || string(body) != want {
+		t.Errorf("got %d %q, want 200 and four events", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q, want text/event-stream", ct)
+	}
+}
+
+func TestServeStreamRefusesUnboundedParams(t *testing.T) {
+	for _, q := range []string{"events=0", "events=1001", "events=x", "gap=2s", "gap=-1s"} {
+		rec := httptest.NewRecorder()
+		serve(rec, httptest.NewRequest(http.MethodGet, "/stream?"+q, nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", q, rec.Code)
+		}
+	}
+}
