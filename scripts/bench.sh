@@ -1,33 +1,62 @@
 #!/usr/bin/env bash
 # Load benchmark of the sidecar on this machine, all traffic on loopback.
 #
-# Builds the sidecar, the stand-in app (bench/upstream) and the load tool
-# (bench/load); starts the app and a sidecar in front of it; then runs,
-# interleaved REPS times, DURATION each:
+# Builds the sidecar, the stand-in app (bench/upstream), the load tool
+# (bench/load) and the probe (bench/probe); starts the app, a sidecar in
+# front of it and the peers (a plain Go reverse proxy, nginx and Caddy);
+# then, with "load" in STEPS, runs, interleaved REPS times, DURATION each:
 #   direct       GET to the app itself (the baseline)
 #   passthrough  GET through the sidecar on an unrouted path
 #   protected    GET through the sidecar on a route that checks the token
 #   metered      GET on a protected route that charges 1 unit (durable)
 #   consume      durable POST /usage/consume, a unique Idempotency-Key each
 #   goproxy      GET through a plain, tuned httputil.ReverseProxy (a peer)
-#   nginx        GET through nginx, when nginx is installed (a peer)
+#   nginx        GET through nginx (a peer)
+#   caddy        GET through Caddy's reverse_proxy (a peer)
 # and prints a markdown table of medians with the ratio to direct and the
-# CPU time per request of the sidecar and the app (from /proc/PID/stat).
+# CPU time per request of the proxy and the app (from /proc/PID/stat).
 # It also measures the disk's synchronous-write rate (dd oflag=dsync), the
 # bound a one-fsync-per-write ledger could not pass.
 #
-# Environment: DURATION (10s), REPS (3), CONNS (64), WRK=1 to repeat the
-# GET rows with wrk when installed, NGINX=0 to skip nginx, ACCESS_LOG
-# (true), OUT (results directory; default a new one under /tmp).
+# With "footprint" in STEPS it then measures, on a fresh sidecar: the
+# time from start to the first 200 from /health and the resident memory
+# just after (bench/probe ready); the resident memory with IDLE_CONNS idle
+# keep-alive connections (bench/probe idle; the peers too); the latency
+# of /health while the protected route is loaded with CONNS connections;
+# and the time to the first byte of a streamed answer (server-sent
+# events) directly and through each proxy (bench/probe ttfb).
+#
+# nginx and Caddy come from Debian's packages (nginx-light, caddy); when
+# one is missing and the script runs as root it installs it with apt-get
+# (INSTALL=0 to never install), with service starts refused by
+# policy-rc.d, and runs the binary itself on loopback. The access log of
+# every proxy follows ACCESS_LOG.
+#
+# Environment: DURATION (10s, whole seconds), REPS (3), CONNS (64),
+# STEPS ("load footprint"), WRK=1 to repeat the GET rows with wrk,
+# NGINX=0 / CADDY=0 to skip a peer, INSTALL (1), ACCESS_LOG (true),
+# IDLE_CONNS (10000), STARTS (5), TTFB_N (200), OUT (results directory;
+# default a new one under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 REPS=${REPS:-3}
 CONNS=${CONNS:-64}
+STEPS=${STEPS:-load footprint}
 WRK=${WRK:-0}
 NGINX=${NGINX:-1}
+CADDY=${CADDY:-1}
+INSTALL=${INSTALL:-1}
 ACCESS_LOG=${ACCESS_LOG:-true}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+STARTS=${STARTS:-5}
+TTFB_N=${TTFB_N:-200}
+if ! [[ $DURATION =~ ^[0-9]+s$ ]] || [ "${DURATION%s}" -lt 4 ]; then
+  echo "DURATION must be whole seconds, at least 4s, such as 10s" >&2
+  exit 2
+fi
+SECS=${DURATION%s}
 OUT=${OUT:-$(mktemp -d /tmp/zimmer-bench.XXXXXX)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/zimmer-bench-work.XXXXXX)
@@ -69,14 +98,71 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
-# free_port: a loopback TCP port nobody listens on now.
+# free_port: a loopback TCP port nobody listens on now, below the
+# ephemeral range that the idle connections draw from.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((20000 + RANDOM % 12000))
     if ! ss -ltn "sport = :$p" | grep -q LISTEN; then echo "$p"; return; fi
   done
 }
+
+# rss_kib PID...: resident memory of the given processes, summed.
+rss_kib() {
+  local sum=0 pid v
+  for pid in "$@"; do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# wait_http URL: wait up to 10 s for URL to answer at all.
+wait_http() {
+  for _ in $(seq 200); do
+    if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
+    sleep 0.05
+  done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
+
+# has_step NAME: whether STEPS names the step.
+has_step() { [[ " $STEPS " == *" $1 "* ]]; }
+
+# ensure_cmd CMD PACKAGE: true when CMD is installed, installing PACKAGE
+# from Debian first when allowed (INSTALL=1, root, apt-get present).
+# policy-rc.d refuses the package's service start for the install: the
+# script runs the binaries itself, on loopback only.
+ensure_cmd() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "$1 not installed; skipping it (apt-get install $2)"
+    return 1
+  fi
+  log "installing $2"
+  local made=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2 ||
+    { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2; } ||
+    true
+  if [ "$made" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  command -v "$1" >/dev/null 2>&1
+}
+
+# Peers, installed first so that the machine facts name their versions.
+HAVE_NGINX=0 HAVE_CADDY=0 HAVE_WRK=0
+if [ "$NGINX" = 1 ] && ensure_cmd nginx nginx-light; then HAVE_NGINX=1; fi
+if [ "$CADDY" = 1 ] && ensure_cmd caddy caddy; then HAVE_CADDY=1; fi
+if [ "$WRK" = 1 ] && ensure_cmd wrk wrk; then HAVE_WRK=1; fi
+
+# Room for IDLE_CONNS connections in this script's processes.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---- 1. Machine facts ------------------------------------------------------
 {
@@ -84,7 +170,12 @@ free_port() {
   echo "nproc: $(nproc)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "kernel: $(uname -r)"
+  echo "memory: $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "go: $(go version)"
+  if [ "$HAVE_NGINX" = 1 ]; then echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"; fi
+  if [ "$HAVE_CADDY" = 1 ]; then echo "caddy: $(caddy version | cut -d' ' -f1)"; fi
+  if [ "$HAVE_WRK" = 1 ]; then echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)"; fi
+  echo "open files limit: $(ulimit -n)"
   echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } | tee "$OUT/machine.txt" >&2
@@ -94,6 +185,7 @@ log "building"
 go build -o "$WORK/zimmer-sidecar" ./cmd/zimmer-sidecar
 go build -o "$WORK/upstream" ./bench/upstream
 go build -o "$WORK/load" ./bench/load
+go build -o "$WORK/probe" ./bench/probe
 
 # ---- 3. The disk's synchronous write rate ------------------------------------
 # 1,000 writes of 4 KiB, each flushed (O_DSYNC), on the ledger's file
@@ -117,13 +209,18 @@ APP="http://$(cat "$WORK/up.addr")"
 
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BENCH_SERVICE_TOKEN=$TOKEN
-cat >"$WORK/sidecar.toml" <<EOF
+
+# sidecar_config PUBLIC LEDGER MAX_CONNECTIONS: the benchmark sidecar's
+# configuration.
+sidecar_config() {
+  cat <<EOF
 [automation]
 version = "bench"
 
 [listen]
-public = "127.0.0.1:0"
+public = "$1"
 admin = ""
+max_connections = $3
 
 [log]
 access = $ACCESS_LOG
@@ -135,7 +232,7 @@ tokens = ["env:BENCH_SERVICE_TOKEN"]
 url = "$APP"
 
 [ledger]
-path = "$WORK/data/ledger.db"
+path = "$2"
 
 [[route]]
 path = "/protected/*"
@@ -146,6 +243,8 @@ path = "/metered/*"
 protect = true
 meter = { units = 1, usage_type = "bench", user = "header:X-Tenant" }
 EOF
+}
+sidecar_config 127.0.0.1:0 "$WORK/data/ledger.db" 4096 >"$WORK/sidecar.toml"
 # The access log goes to a file, as a container runtime would take it.
 "$WORK/zimmer-sidecar" run -config "$WORK/sidecar.toml" 2>"$WORK/sidecar.log" &
 SC_PID=$!
@@ -167,19 +266,28 @@ PLAIN="http://$(cat "$WORK/plain.addr")"
   -body '{"user_automation_id":{seq},"user_id":{seq},"demo_tokens":1152921504606846976}' \
   >/dev/null
 
-# ---- 5. nginx as a peer (optional) --------------------------------------------
+# ---- 5. nginx and Caddy as peers ---------------------------------------------
+# Both keep up to 256 idle connections to the app, like the sidecar and
+# the Go peer, and write an access log to a file when ACCESS_LOG is true.
+UP_HOSTPORT=$(cat "$WORK/up.addr")
 NGINX_PIDS=()
-if [ "$NGINX" = 1 ] && command -v nginx >/dev/null 2>&1; then
+if [ "$HAVE_NGINX" = 1 ]; then
   NG_PORT=$(free_port)
   mkdir -p "$WORK/nginx/logs"
+  if [ "$ACCESS_LOG" = true ]; then
+    NG_ACCESS="access_log $WORK/nginx/logs/access.log;"
+  else
+    NG_ACCESS="access_log off;"
+  fi
   cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes auto;
+worker_rlimit_nofile $(ulimit -n);
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections $((IDLE_CONNS + 1024)); }
 http {
-  access_log $WORK/nginx/logs/access.log;
-  upstream app { server $(cat "$WORK/up.addr"); keepalive 64; }
+  $NG_ACCESS
+  upstream app { server $UP_HOSTPORT; keepalive 256; }
   server {
     listen 127.0.0.1:$NG_PORT;
     location / {
@@ -193,10 +301,54 @@ EOF
   nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
   NG_PID=$!
   PIDS+=("$NG_PID")
-  sleep 0.5
-  NGINX_PIDS=("$NG_PID" $(pgrep -P "$NG_PID" || true))
   NG="http://127.0.0.1:$NG_PORT"
+  wait_http "$NG/"
+  NGINX_PIDS=("$NG_PID" $(pgrep -P "$NG_PID" || true))
   log "nginx $NG (pids ${NGINX_PIDS[*]})"
+fi
+
+CD_PID=
+if [ "$HAVE_CADDY" = 1 ]; then
+  CD_PORT=$(free_port)
+  mkdir -p "$WORK/caddy"
+  if [ "$ACCESS_LOG" = true ]; then
+    CD_ACCESS="log {
+		output file $WORK/caddy/access.log
+	}"
+  else
+    CD_ACCESS=""
+  fi
+  # No admin endpoint, no automatic HTTPS, its state under $WORK, bound
+  # to loopback only.
+  cat >"$WORK/caddy/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	storage file_system $WORK/caddy/data
+	log {
+		output file $WORK/caddy/caddy.log
+		level WARN
+	}
+}
+http://127.0.0.1:$CD_PORT {
+	bind 127.0.0.1
+	reverse_proxy $UP_HOSTPORT {
+		transport http {
+			keepalive_idle_conns 256
+			keepalive_idle_conns_per_host 256
+		}
+	}
+	$CD_ACCESS
+}
+EOF
+  HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy/data" XDG_CONFIG_HOME="$WORK/caddy/config" \
+    caddy run --config "$WORK/caddy/Caddyfile" --adapter caddyfile \
+    >"$WORK/caddy/run.log" 2>&1 &
+  CD_PID=$!
+  PIDS+=("$CD_PID")
+  CD="http://127.0.0.1:$CD_PORT"
+  wait_http "$CD/"
+  log "caddy $CD (pid $CD_PID)"
 fi
 
 # ---- 6. The runs ----------------------------------------------------------------
@@ -214,6 +366,7 @@ run_one() {
   case $name in
     direct) ;;
     nginx) proxy_pids=("${NGINX_PIDS[@]}") ;;
+    caddy) proxy_pids=("$CD_PID") ;;
     goproxy) proxy_pids=("$PLAIN_PID") ;;
     *) proxy_pids=("$SC_PID") ;;
   esac
@@ -276,6 +429,7 @@ wrk_run() {
 AUTH=(-header "X-Zimmer-Service-Token: $TOKEN")
 CONSUME_BODY='{"user_automation_id":{seq%8},"units":1,"usage_type":"bench"}'
 
+if has_step load; then
 log "warm-up"
 "$WORK/load" -url "$SC/plain/x" -c "$CONNS" -d 2s >/dev/null
 
@@ -289,17 +443,21 @@ for REP in $(seq "$REPS"); do
     "${AUTH[@]}" -body "$CONSUME_BODY"
   run_one goproxy load "$PLAIN/plain/x"
   if [ -n "${NG:-}" ]; then run_one nginx load "$NG/plain/x"; fi
-  if [ "$WRK" = 1 ] && command -v wrk >/dev/null 2>&1; then
+  if [ -n "${CD:-}" ]; then run_one caddy load "$CD/plain/x"; fi
+  if [ "$HAVE_WRK" = 1 ]; then
     run_one direct wrk "$APP/plain/x"
     run_one passthrough wrk "$SC/plain/x"
     run_one protected wrk "$SC/protected/x" "${AUTH[@]}"
+    run_one metered wrk "$SC/metered/x" "${AUTH[@]}" -header "X-Tenant: 1"
     run_one goproxy wrk "$PLAIN/plain/x"
     if [ -n "${NG:-}" ]; then run_one nginx wrk "$NG/plain/x"; fi
+    if [ -n "${CD:-}" ]; then run_one caddy wrk "$CD/plain/x"; fi
   fi
 done
 
 FSYNC2=$(fsync_rate)
-echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt" >&2
+echo "loadavg after the load runs: $(cut -d' ' -f1-3 /proc/loadavg)" |
+  tee -a "$OUT/machine.txt" >&2
 echo "sync writes/s (dd 4 KiB oflag=dsync): $FSYNC1 before, $FSYNC2 after" |
   tee -a "$OUT/machine.txt" >&2
 
@@ -334,7 +492,164 @@ awk -F'\t' -v reps="$REPS" -v conns="$CONNS" -v dur="$DURATION" '
         f[1], f[2], r, (d > 0 ? r / d : 0), median(p50[k]), median(p99[k]),
         pcm, median(ac[k]), bad[k]
     }
+    # The throughput targets of issue 5: the sidecar (protected: token
+    # checked; metered: token checked and 1 unit charged durably) against
+    # Caddy and nginx, same load tool.
+    print ""
+    print "| sidecar row | load tool | / caddy req/s | / nginx req/s |"
+    print "| --- | --- | --- | --- |"
+    for (i = 1; i <= nk; i++) {
+      k = order[i]; split(k, f, SUBSEP)
+      if (f[1] != "protected" && f[1] != "metered") continue
+      r = median(rps[k]); c = median(rps["caddy" SUBSEP f[2]])
+      g = median(rps["nginx" SUBSEP f[2]])
+      printf "| %s | %s | %s | %s |\n", f[1], f[2],
+        (c > 0 ? sprintf("%.2f", r / c) : "-"), (g > 0 ? sprintf("%.2f", r / g) : "-")
+    }
   }' "$RESULTS" | tee "$OUT/table.md"
+fi
+
+# ---- 8. Footprint and latency ------------------------------------------------------------
+if has_step footprint; then
+  FOOT="$OUT/footprint.md"
+  : >"$FOOT"
+  FP_PORT=$(free_port)
+  FP="http://127.0.0.1:$FP_PORT"
+  sidecar_config "127.0.0.1:$FP_PORT" "$WORK/fp/ledger.db" $((IDLE_CONNS + 500)) \
+    >"$WORK/footprint.toml"
+
+  # 8a. Start-up: STARTS fresh starts, each timed from exec to the first
+  # 200 from /health (after the sidecar's first probe of the app), and
+  # the resident memory one second later, idle.
+  log "start-up time and idle memory ($STARTS starts)"
+  READY=$("$WORK/probe" ready -url "$FP/health" -n "$STARTS" -log "$WORK/fp-ready.log" \
+    -- "$WORK/zimmer-sidecar" run -config "$WORK/footprint.toml")
+  echo "$READY" >"$OUT/ready.json"
+
+  # 8b. Memory with IDLE_CONNS idle keep-alive connections: a fresh
+  # sidecar, then each peer as the load runs left it. Each connection made
+  # one request and stays open and idle.
+  "$WORK/zimmer-sidecar" run -config "$WORK/footprint.toml" 2>"$WORK/fp.log" &
+  FP_PID=$!
+  PIDS+=("$FP_PID")
+  wait_http "$FP/health"
+  sleep 1
+  idle_rss() { # idle_rss NAME URL PID...
+    local name=$1 url=$2 before after line
+    shift 2
+    before=$(rss_kib "$@")
+    "$WORK/probe" idle -url "$url" -n "$IDLE_CONNS" -hold 300s >"$WORK/idle.out" &
+    local ipid=$!
+    PIDS+=("$ipid")
+    for _ in $(seq 1200); do
+      if grep -q open "$WORK/idle.out" 2>/dev/null || ! kill -0 "$ipid" 2>/dev/null; then
+        break
+      fi
+      sleep 0.1
+    done
+    sleep 2
+    after=$(rss_kib "$@")
+    line=$(head -1 "$WORK/idle.out")
+    kill "$ipid" 2>/dev/null || true
+    wait "$ipid" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\n' "$name" "$before" "$after" "$line" >>"$WORK/idle.tsv"
+    log "idle $name: $before KiB -> $after KiB ($line)"
+    sleep 2 # let the closed connections leave the server
+  }
+  log "memory with $IDLE_CONNS idle connections"
+  : >"$WORK/idle.tsv"
+  idle_rss sidecar "$FP/plain/x" "$FP_PID"
+  idle_rss app "$APP/plain/x" "$UP_PID"
+  idle_rss goproxy "$PLAIN/plain/x" "$PLAIN_PID"
+  if [ -n "${NG:-}" ]; then idle_rss nginx "$NG/plain/x" "${NGINX_PIDS[@]}"; fi
+  if [ -n "${CD:-}" ]; then idle_rss caddy "$CD/plain/x" "$CD_PID"; fi
+
+  # 8c. /health while the protected route is loaded with CONNS
+  # connections: one client asks /health back to back, starting a second
+  # after the load and stopping a second before it ends. First with no
+  # load, for reference.
+  log "/health latency, idle and under load"
+  : >"$WORK/health.tsv"
+  HEALTH_IDLE=$("$WORK/load" -url "$SC/health" -c 1 -d 5s -json)
+  printf 'idle\t0\t%s\n' "$HEALTH_IDLE" >>"$WORK/health.tsv"
+  for rep in $(seq "$REPS"); do
+    "$WORK/load" -url "$SC/protected/x" -c "$CONNS" -d "$DURATION" -json "${AUTH[@]}" \
+      >"$WORK/health-load.json" &
+    lpid=$!
+    PIDS+=("$lpid")
+    sleep 1
+    H=$("$WORK/load" -url "$SC/health" -c 1 -d "$((SECS - 2))s" -json)
+    wait "$lpid" || true
+    printf 'loaded\t%s\t%s\t%s\n' "$rep" "$H" "$(cat "$WORK/health-load.json")" \
+      >>"$WORK/health.tsv"
+    log "health under load: $H"
+  done
+
+  # 8d. Time to the first byte of a streamed answer: TTFB_N requests of
+  # 3 server-sent events 5 ms apart, one after another, per target.
+  log "time to first streamed byte"
+  : >"$WORK/ttfb.tsv"
+  STREAM="/stream/x?events=3&gap=5ms"
+  ttfb() { # ttfb NAME BASE
+    printf '%s\t%s\n' "$1" "$("$WORK/probe" ttfb -url "$2$STREAM" -n "$TTFB_N")" \
+      >>"$WORK/ttfb.tsv"
+  }
+  ttfb direct "$APP"
+  ttfb sidecar "$SC"
+  ttfb goproxy "$PLAIN"
+  if [ -n "${NG:-}" ]; then ttfb nginx "$NG"; fi
+  if [ -n "${CD:-}" ]; then ttfb caddy "$CD"; fi
+
+  # The footprint tables.
+  {
+    echo "Start-up to the first 200 from /health, $STARTS starts:"
+    echo "$READY" | awk '{
+      match($0, /"p50_ms":[0-9.]+/); p50 = substr($0, RSTART + 9, RLENGTH - 9)
+      match($0, /"min_ms":[0-9.]+/); mn = substr($0, RSTART + 9, RLENGTH - 9)
+      match($0, /"max_ms":[0-9.]+/); mx = substr($0, RSTART + 9, RLENGTH - 9)
+      match($0, /"rss_kib":\[[0-9,]*\]/); r = substr($0, RSTART + 11, RLENGTH - 12)
+      gsub(/,/, ", ", r)
+      printf "median %s ms (min %s, max %s); idle RSS one second after: %s KiB\n",
+        p50, mn, mx, r }'
+    echo
+    echo "Resident memory with $IDLE_CONNS idle keep-alive connections:"
+    echo
+    echo "| target | RSS before MiB | RSS with the connections MiB | KiB per connection | opened |"
+    echo "| --- | --- | --- | --- | --- |"
+    awk -F'\t' '{
+      match($4, /"open":[0-9]+/); open = substr($4, RSTART + 7, RLENGTH - 7) + 0
+      printf "| %s | %.1f | %.1f | %.1f | %d |\n", $1, $2 / 1024, $3 / 1024,
+        (open > 0 ? ($3 - $2) / open : 0), open }' "$WORK/idle.tsv"
+    echo
+    echo "/health latency (one client, back to back), idle and while $CONNS" \
+      "connections load the protected route:"
+    echo
+    echo "| state | rep | /health req/s | p50 ms | p99 ms | max ms | protected req/s |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    awk -F'\t' 'function num(s, k,   v) { if (match(s, "\"" k "\":[-0-9.e+]+")) {
+        v = substr(s, RSTART + length(k) + 3, RLENGTH - length(k) - 3); return v + 0 }
+        return -1 }
+      { printf "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s |\n", $1, $2,
+          num($3, "requests_per_s"), num($3, "p50_ms"), num($3, "p99_ms"),
+          num($3, "max_ms"), ($1 == "idle" ? "-" : sprintf("%.0f", num($4, "requests_per_s"))) }' \
+      "$WORK/health.tsv"
+    echo
+    echo "Streamed answer (3 events 5 ms apart), $TTFB_N requests one after another:"
+    echo
+    echo "| target | first byte p50 ms | first byte p99 ms | whole p50 ms | whole p99 ms |"
+    echo "| --- | --- | --- | --- | --- |"
+    awk -F'\t' '{
+      s = $2; sub(/.*"first_byte":/, "", s); f = s; sub(/}.*/, "", f)
+      w = s; sub(/.*"whole":/, "", w); sub(/}.*/, "", w)
+      match(f, /"p50_ms":[0-9.]+/); f50 = substr(f, RSTART + 9, RLENGTH - 9)
+      match(f, /"p99_ms":[0-9.]+/); f99 = substr(f, RSTART + 9, RLENGTH - 9)
+      match(w, /"p50_ms":[0-9.]+/); w50 = substr(w, RSTART + 9, RLENGTH - 9)
+      match(w, /"p99_ms":[0-9.]+/); w99 = substr(w, RSTART + 9, RLENGTH - 9)
+      printf "| %s | %s | %s | %s | %s |\n", $1, f50, f99, w50, w99 }' "$WORK/ttfb.tsv"
+  } | tee "$FOOT"
+  cp "$WORK/idle.tsv" "$WORK/health.tsv" "$WORK/ttfb.tsv" "$OUT/"
+fi
+
 echo
 cat "$OUT/machine.txt"
-log "raw results in $RESULTS"
+log "results in $OUT"
