@@ -20,3 +20,6 @@ func SetCommitHook(s *Store, fn func(batch int) error) {
 
 // Queued is how many writes wait for the writer.
 func Queued(s *Store) int { return len(s.reqs) }
+
+// SetPruneScan bounds the records one pruning step looks at.
+func SetPruneScan(s *Store, n int) { s.pruneScan = n }

@@ -26,10 +26,13 @@ var (
 	keySchema = []byte("schema")
 )
 
-// TODO(zimmer-sidecar): idempotency records and journal entries are kept
-// forever, so the file grows with every keyed request and every balance
-// change. Expire idempotency records after a retention window and let an
-// operator archive and trim journal prefixes.
+// Idempotency records are kept until PruneIdempotency deletes them
+// (prune.go); the sidecar does so after ledger.idempotency_retention.
+// Journal entries are the audit trail and are kept forever: an operator
+// archives them with the ledger export command.
+// TODO(zimmer-sidecar): the journal still grows the file with every
+// balance change; an operator-run trim of an archived journal prefix
+// would bound it.
 
 // schemaVersion names the layout above. A file with another version is
 // refused rather than misread, except the older versions in upgrades.

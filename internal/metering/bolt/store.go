@@ -39,6 +39,8 @@ type Store struct {
 	db       *bbolt.DB
 	opts     metering.Options // after WithDefaults
 	maxBatch int
+	// pruneScan bounds the records one pruning step looks at (> 0).
+	pruneScan int
 
 	// mu guards closed and the send side of reqs: callers hold it for
 	// reading while they check closed and enqueue or read the database;
@@ -94,6 +96,7 @@ func open(path string, opts metering.Options, maxBatch int) (*Store, error) {
 		db:         db,
 		opts:       opts.WithDefaults(),
 		maxBatch:   max(maxBatch, 1),
+		pruneScan:  defaultPruneScan,
 		reqs:       make(chan *request, max(maxBatch, 1)),
 		writerDone: make(chan struct{}),
 	}

@@ -15,7 +15,9 @@
 // balance, replays, conflicts, refunds after them), reconciles, the
 // journal's agreement with the balances, and concurrent consumes,
 // refunds and reserve-then-settle calls that must never overspend or go
-// negative (case C4).
+// negative (case C4), and, for backends that implement metering.Pruner,
+// pruning of idempotency records (recent keys still replay, pruned keys
+// are new again, balances and journal untouched).
 package ledgertest
 
 import (
@@ -75,6 +77,10 @@ func Run(t *testing.T, open OpenFunc) {
 		{"SettleUnknownDebit", testSettleUnknownDebit},
 		{"Reconcile", testReconcile},
 		{"ConcurrentSettleC4", testConcurrentSettle},
+		{"PruneKeepsRecent", testPruneKeepsRecent},
+		{"PruneFreesKey", testPruneFreesKey},
+		{"PruneMany", testPruneMany},
+		{"PruneStops", testPruneStops},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

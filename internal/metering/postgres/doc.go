@@ -45,8 +45,24 @@
 // does not say whether the write happened. A caller that retries such a
 // write itself must use an idempotency key, as with any ledger.
 //
-// Internal call records are needed only while their call runs; PruneCalls
-// deletes old ones.
+// # Key holds
+//
+// Store implements metering.KeyHolder on the key_holds table: one INSERT
+// ... ON CONFLICT statement takes a key unless another live hold has it,
+// one DELETE frees it, and each hold carries a random token so that a
+// release or a retried hold acts on its own hold only. A hold lapses at
+// an expiry on the database's clock (replicas' clocks never enter it);
+// the next hold of a lapsed key takes it over, and PruneHolds deletes
+// lapsed holds nobody took.
+//
+// # Pruning
+//
+// Idempotency records are kept until pruned: PruneIdempotency deletes
+// callers' records older than a cutoff (metering.Pruner), PruneCalls the
+// internal call records, which are needed only while their call runs.
+// Both delete in bounded batches that skip locked rows, so pruning never
+// waits for a write and replicas may prune at once. Nothing prunes the
+// journal or the accounts.
 //
 // # Journal order
 //

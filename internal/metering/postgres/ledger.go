@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -130,22 +129,4 @@ func (s *Store) Account(ctx context.Context, userAutomationID int64) (metering.A
 		return metering.Account{}, fmt.Errorf("account %d: %w", userAutomationID, err)
 	}
 	return a, nil
-}
-
-// PruneCalls deletes the internal call records (see the package doc)
-// created before before and returns how many it deleted. Records of
-// callers' idempotency keys are kept. A record is needed only while its
-// call runs, so any cutoff older than the longest request deadline is
-// safe; an hour ago is plenty. Run it from one replica now and then.
-func (s *Store) PruneCalls(ctx context.Context, before time.Time) (int64, error) {
-	if !s.enter() {
-		return 0, metering.ErrClosed
-	}
-	defer s.leave()
-	tag, err := s.pool.Exec(ctx,
-		"DELETE FROM idempotency WHERE internal AND created_at < $1", before)
-	if err != nil {
-		return 0, fmt.Errorf("prune call records: %w", err)
-	}
-	return tag.RowsAffected(), nil
 }

@@ -86,6 +86,7 @@ type Store struct {
 	retries     int              // >= 0
 	backoff     time.Duration    // > 0
 	journalLock int64            // advisory lock key of the journal horizon
+	pruneBatch  int              // rows one pruning statement deletes, > 0
 
 	// mu guards closed; calls hold inflight from entry to return, so
 	// Close can wait for them before closing the pool.
@@ -101,7 +102,8 @@ type Store struct {
 
 // hooks are test fault injectors. beforeCommit runs after a transaction's
 // writes, with its connection's backend pid; afterCommit runs after a
-// successful COMMIT and may return an error as if the reply were lost.
+// successful COMMIT (or a key hold's statement) and may return an error
+// as if the reply were lost.
 type hooks struct {
 	beforeCommit func(ctx context.Context, pid uint32) error
 	afterCommit  func() error
@@ -138,6 +140,8 @@ func Open(
 		opts:    opts.WithDefaults(),
 		retries: retriesOf(popts.Retries),
 		backoff: cmpOr(popts.RetryBackoff, DefaultRetryBackoff),
+
+		pruneBatch: defaultPruneBatch,
 	}
 	if err := s.prepare(ctx, popts.SkipMigrate); err != nil {
 		pool.Close()

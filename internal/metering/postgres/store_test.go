@@ -122,7 +122,7 @@ func TestPruneCalls(t *testing.T) {
 	}
 
 	// A cutoff in the past keeps everything; one in the future prunes
-	// the two internal records.
+	// the two internal records, and only them.
 	if n, err := s.PruneCalls(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
 		t.Errorf("prune old: got %d, %v, want 0", n, err)
 	}

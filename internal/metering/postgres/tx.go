@@ -48,6 +48,14 @@ type txFunc func(ctx context.Context, tx pgx.Tx) error
 // write runs fn in a transaction, retrying transient failures (see the
 // package doc). It returns fn's error, a database error or ErrClosed.
 func (s *Store) write(ctx context.Context, fn txFunc) error {
+	return s.retry(ctx, func(ctx context.Context) error { return s.attempt(ctx, fn) })
+}
+
+// retry runs one attempt after another until one succeeds, fails for
+// good, or s.retries retries were spent, waiting backoff between them.
+// attempt must be safe to run again after it failed. It returns the last
+// attempt's error or ErrClosed.
+func (s *Store) retry(ctx context.Context, attempt func(ctx context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -55,12 +63,12 @@ func (s *Store) write(ctx context.Context, fn txFunc) error {
 		return metering.ErrClosed
 	}
 	defer s.leave()
-	for attempt := 0; ; attempt++ {
-		err := s.attempt(ctx, fn)
-		if err == nil || attempt >= s.retries || !retryable(err) || ctx.Err() != nil {
+	for n := 0; ; n++ {
+		err := attempt(ctx)
+		if err == nil || n >= s.retries || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
-		if werr := sleep(ctx, backoff(s.backoff, attempt)); werr != nil {
+		if werr := sleep(ctx, backoff(s.backoff, n)); werr != nil {
 			return fmt.Errorf("%w (gave up retrying: %w)", err, werr)
 		}
 	}
