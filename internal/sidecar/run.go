@@ -98,6 +98,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.log.Info("shutting down",
 		slog.String("delay", s.cfg.Listen.ShutdownDelay.String()),
 		slog.String("grace", s.cfg.Listen.ShutdownGrace.String()))
+	// Keep-alive ends now: each connection closes after the answer it is
+	// writing, so clients move to new connections (refused once the
+	// listener closes, which they can retry) instead of racing a request
+	// into a connection Shutdown is about to close as idle.
+	public.SetKeepAlivesEnabled(false)
 	if d := s.cfg.Listen.ShutdownDelay; d > 0 && runErr == nil {
 		time.Sleep(d)
 	}

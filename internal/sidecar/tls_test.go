@@ -125,7 +125,8 @@ http = "127.0.0.1:0"
 }
 
 // TestShutdownDelay: during listen.shutdown_delay readiness is already
-// 503 while the public listener still serves new requests.
+// 503 while the public listener still serves new requests, each on a
+// connection that closes after its answer.
 func TestShutdownDelay(t *testing.T) {
 	t.Parallel()
 	h := startHarness(t, params{
@@ -146,6 +147,11 @@ func TestShutdownDelay(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("got %d during the delay, want 200", resp.StatusCode)
+	}
+	// Keep-alive is off: the answer closes its connection, so no client
+	// sends another request into a connection about to be closed.
+	if !resp.Close {
+		t.Error("an answer during the delay keeps its connection open")
 	}
 	if err := h.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
