@@ -197,13 +197,18 @@ func (c *call) forward(r *http.Request, hdr http.Header) (answer, *refusal) {
 		// next Acquire, and keep its answer in case no key is left.
 		last = c.settleFailedAttempt(resp, err)
 		h.opts.Metrics.EgressRetry(reason)
-		h.opts.Logger.Info("egress retry with another key",
+		attrs := []slog.Attr{
 			slog.String("call_id", c.id),
 			slog.Int64("key_id", lease.KeyID),
 			slog.String("key_name", lease.Name),
 			slog.Int("status", statusOf(resp)),
 			slog.String("reason", reason),
-			slog.String("err", h.errTextOrEmpty(err)))
+		}
+		if err != nil {
+			attrs = append(attrs, slog.String("err", h.errText(err)))
+		}
+		h.opts.Logger.LogAttrs(context.Background(), slog.LevelInfo,
+			"egress retry with another key", attrs...)
 	}
 }
 
@@ -279,12 +284,4 @@ func (c *call) exitFor(err error) outbox.Exit {
 		return outbox.ExitTimeout
 	}
 	return outbox.ExitUpstreamError
-}
-
-// errTextOrEmpty is errText for a possibly nil error.
-func (h *Handler) errTextOrEmpty(err error) string {
-	if err == nil {
-		return ""
-	}
-	return h.errText(err)
 }
