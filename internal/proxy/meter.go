@@ -59,6 +59,11 @@ const (
 
 	// refundTimeout bounds the refund of a failed call.
 	refundTimeout = 10 * time.Second
+	// releaseTimeout bounds the release of a shared key hold.
+	releaseTimeout = 5 * time.Second
+	// holdMargin is what a shared key hold outlives the app's timeouts
+	// by (see keyHoldTTL).
+	holdMargin = time.Minute
 )
 
 // insufficient is the 402 answer.
@@ -87,7 +92,11 @@ type insufficient struct {
 // again under a retry key derived from the client's, so a failed call
 // never makes its retries free; a key makes at most maxCharges debits.
 // While a call with a client key is in flight, another with the same key
-// is refused, so two calls never share one debit.
+// is refused, so two calls never share one debit: in this process by the
+// KeyGuard and, when the ledger is shared by several sidecars (it
+// implements metering.KeyHolder, as the PostgreSQL one does), in every
+// replica by a hold in the ledger. A ledger that cannot take the hold
+// fails the call like a failed charge.
 //
 // While the app's breaker is open the call is refused with 503 and
 // Retry-After before anything is charged (a call the breaker refuses
@@ -130,12 +139,8 @@ func (p *Proxy) meterHandler(next http.Handler) http.Handler {
 		// One call at a time per client key, held until the call settles.
 		// A call that ends with no answer noted (a panic before one) is
 		// settled as unanswered here.
-		if client {
-			if !p.guard.hold(key) {
-				httpx.Error(w, http.StatusConflict, msgKeyBusy)
-				return
-			}
-			st.held = key
+		if client && !p.holdKey(w, r, st, key) {
+			return
 		}
 		defer p.settle(r, st, 0)
 
@@ -214,7 +219,7 @@ func (p *Proxy) settle(r *http.Request, st *reqState, status int) {
 	}
 	st.settled = true
 	if st.held != "" {
-		defer p.guard.release(st.held)
+		defer p.releaseKey(r, st)
 	}
 	if st.debit == "" || (status > 0 && status < 500) {
 		return
@@ -357,10 +362,10 @@ func boundKey(k string) string {
 // its debit may still be refunded, and a second call with the key would
 // either find the charge standing (409) or refunded (charged anew) only by
 // the race's luck. The guard covers one process, which is all of a bolt
-// ledger (the file is locked by one process).
-// TODO(zimmer-sidecar): a PostgreSQL ledger shared by several sidecars
-// needs the guard in the ledger, e.g. a debit held until its call settles;
-// until then two replicas can each serve one call under the same key.
+// ledger (the file is locked by one process). A ledger that several
+// sidecars share implements metering.KeyHolder, and the proxy then also
+// holds each key there, after the KeyGuard took it and for as long (see
+// keyHoldTTL for what bounds a hold that its replica never released).
 type KeyGuard = inflight
 
 type inflight struct {
@@ -387,6 +392,70 @@ func (f *inflight) release(key string) {
 	f.mu.Lock()
 	delete(f.keys, key)
 	f.mu.Unlock()
+}
+
+// holdKey holds a client's ledger key for the call: in the KeyGuard and,
+// when the ledger is shared, in the ledger too. When the key is busy
+// (409) or the ledger fails (503, like a failed charge) it answers the
+// client itself, holds nothing and reports false.
+func (p *Proxy) holdKey(w http.ResponseWriter, r *http.Request, st *reqState, key string) bool {
+	if !p.guard.hold(key) {
+		httpx.Error(w, http.StatusConflict, msgKeyBusy)
+		return false
+	}
+	if shared, ok := p.ledger.(metering.KeyHolder); ok {
+		token, held, err := shared.HoldKey(r.Context(), key, p.holdTTL)
+		if err != nil || !held {
+			p.guard.release(key)
+			if err != nil {
+				p.meterError(w, r, err)
+			} else {
+				httpx.Error(w, http.StatusConflict, msgKeyBusy)
+			}
+			return false
+		}
+		st.holdToken = token
+	}
+	st.held = key
+	return true
+}
+
+// releaseKey frees the key holdKey held for the call: the ledger's hold
+// first, bounded by releaseTimeout even when the client left, then the
+// KeyGuard's. A failed release goes to OnError; the ledger's hold then
+// lapses by itself.
+func (p *Proxy) releaseKey(r *http.Request, st *reqState) {
+	defer p.guard.release(st.held)
+	shared, ok := p.ledger.(metering.KeyHolder)
+	if !ok || st.holdToken == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), releaseTimeout)
+	defer cancel()
+	if err := shared.ReleaseKey(ctx, st.held, st.holdToken); err != nil && p.onError != nil {
+		p.onError(r, fmt.Errorf("meter: %w", err))
+	}
+}
+
+// keyHoldTTL is how long a hold in a shared ledger lasts unless released:
+// longer than a metered call can keep its key, so that only a replica
+// that died (or lost the database) leaves a hold to lapse. A call keeps
+// its key from the charge until the app's answer headers or failure and
+// the refund: up to two connects and TLS handshakes (a refused
+// connection is retried once), the response header timeout, and
+// refundTimeout. holdMargin adds a minute for the ledger's own writes and
+// a request body still being uploaded. With the sidecar's defaults (2 s
+// connect, 10 s handshake, 60 s headers) that is about two and a half
+// minutes, the longest a key stays busy after its replica died.
+//
+// A hold that lapses while its call still runs (an upload slower than
+// the margin) only gives up what the guard adds: the ledger's
+// idempotency still never charges one key twice.
+func keyHoldTTL(opts Options) time.Duration {
+	dial := orDefault(opts.ConnectTimeout, DefaultConnectTimeout) +
+		orDefault(opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	return 2*dial + orDefault(opts.ResponseHeaderTimeout, DefaultResponseHeaderTimeout) +
+		refundTimeout + holdMargin
 }
 
 // mayHaveCommitted reports whether a failed charge could still have been

@@ -72,6 +72,8 @@ type Options struct {
 	// Required when a route has Protect: New fails closed without it.
 	Auth func(http.Handler) http.Handler
 	// Ledger charges metered routes. Required when a route has a Meter.
+	// When it implements metering.KeyHolder (a ledger several sidecars
+	// share), client keys of calls in flight are held there too.
 	Ledger metering.Ledger
 	// MaxBody limits request bodies of protected and metered routes.
 	MaxBody int64
@@ -143,7 +145,8 @@ type Proxy struct {
 	answerLimit int64
 	requestID   func(context.Context) string
 	onError     func(*http.Request, error)
-	guard       *KeyGuard // client idempotency keys of metered calls in flight
+	guard       *KeyGuard     // client idempotency keys of metered calls in flight
+	holdTTL     time.Duration // bound of a key hold in a shared ledger
 
 	stripAuthorization func(*http.Request)
 }
@@ -164,6 +167,7 @@ func New(opts Options) (*Proxy, error) {
 		onError:     opts.OnError,
 		breaker:     opts.Breaker,
 		guard:       opts.Guard,
+		holdTTL:     keyHoldTTL(opts),
 
 		stripAuthorization: opts.StripAuthorization,
 	}
@@ -322,8 +326,10 @@ type reqState struct {
 	demo    int64
 	paid    int64
 	debit   string // ledger key of this request's own debit, "" if none
-	held    string // client key held in Proxy.inflight, "" if none
-	settled bool   // settle ran: refund decided, key released
+	held    string // client key held in Proxy.guard, "" if none
+	// holdToken names the hold of held in a shared ledger, "" if none.
+	holdToken string
+	settled   bool // settle ran: refund decided, key released
 	// uncertain: the charge failed in a way that may have committed (a
 	// lost reply from a database); nothing was forwarded, so settle
 	// refunds whatever may be there.
