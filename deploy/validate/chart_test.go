@@ -10,7 +10,6 @@ import (
 
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // chartDir is the Helm chart.
@@ -237,16 +236,6 @@ func chartConfig(t *testing.T) string {
 	t.Helper()
 	b := render(t, withToken(nil))
 	return inspect(t, b).ConfigText
-}
-
-// envVar returns c's variable name, or nil.
-func envVar(c *corev1.Container, name string) *corev1.EnvVar {
-	for i := range c.Env {
-		if c.Env[i].Name == name {
-			return &c.Env[i]
-		}
-	}
-	return nil
 }
 
 // diffJSON compares two values through their indented JSON and returns

@@ -15,9 +15,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// ledgerSettle is how long the sidecar may still wait, after its drain,
-// for handlers that settle with the ledger (internal/sidecar/run.go).
-const ledgerSettle = 5 * time.Second
+// What the sidecar's shutdown may take after its drain
+// (internal/sidecar/run.go and egress.go): handlers settling with the
+// ledger, then, with the egress on, its listeners closing and the outbox
+// flush to the platform.
+const (
+	ledgerSettle = 5 * time.Second
+	egressClose  = 1 * time.Second
+	outboxFlush  = 5 * time.Second
+)
 
 // problems collects rule violations.
 type problems []error
@@ -40,6 +46,7 @@ func Check(b *Bundle) []error {
 	checkShutdown(p, &ps)
 	checkState(b, p, &ps)
 	checkSecrets(b, p, &ps)
+	checkEgress(p, &ps)
 	checkSecurity(p, &ps)
 	checkResources(p, &ps)
 	checkServices(b, p, &ps)
@@ -129,7 +136,8 @@ func checkProbes(p *Pod, ps *problems) {
 
 // checkShutdown: the pod's grace period covers the whole termination in
 // native sidecar order: each app's preStop sleep and drain, then the
-// sidecar's preStop, shutdown delay, drain and ledger settling.
+// sidecar's preStop, shutdown delay, drain and ledger settling, and with
+// the egress on its listeners closing and the outbox flush.
 func checkShutdown(p *Pod, ps *problems) {
 	tgps := int64(30) // the API's default
 	if g := p.Spec.TerminationGracePeriodSeconds; g != nil {
@@ -144,13 +152,17 @@ func checkShutdown(p *Pod, ps *problems) {
 		}
 		apps = max(apps, sleep+appGrace(c))
 	}
+	var egress time.Duration
+	if p.Config.EgressEnabled() {
+		egress = egressClose + outboxFlush
+	}
 	need := apps + preStopSleep(p.Sidecar) + p.Config.ShutdownDelay +
-		p.Config.ShutdownGrace + ledgerSettle
+		p.Config.ShutdownGrace + ledgerSettle + egress
 	if time.Duration(tgps)*time.Second < need {
 		ps.addf("terminationGracePeriodSeconds %d is less than the shutdown it must "+
 			"cover: %s (app preStop and drain %s, sidecar delay %s, grace %s, "+
-			"settle %s)", tgps, need, apps, p.Config.ShutdownDelay,
-			p.Config.ShutdownGrace, ledgerSettle)
+			"settle %s, egress close and outbox flush %s)", tgps, need, apps,
+			p.Config.ShutdownDelay, p.Config.ShutdownGrace, ledgerSettle, egress)
 	}
 }
 
@@ -199,6 +211,9 @@ func checkState(b *Bundle, p *Pod, ps *problems) {
 				"release the file before the new one opens it")
 		}
 		checkWritable(p, "ledger.path", p.Config.LedgerPath, ps)
+		if p.Config.EgressEnabled() {
+			checkWritable(p, "egress.outbox.path", p.Config.EgressOutbox, ps)
+		}
 	case "postgres":
 		if p.Config.LedgerDSN == "" {
 			ps.addf("ledger.backend postgres without ledger.dsn")
@@ -260,6 +275,14 @@ func checkSecrets(b *Bundle, p *Pod, ps *problems) {
 	}
 	if len(p.Config.Tokens) == 0 {
 		ps.addf("auth.tokens is empty: every protected call would be refused")
+	}
+	if p.Config.EgressEnabled() && p.Config.EgressKeySource == "static" {
+		for i, k := range p.Config.EgressKeys {
+			refs[fmt.Sprintf("egress.keys[%d]", i)] = k
+		}
+		if len(p.Config.EgressKeys) == 0 {
+			ps.addf("egress.keys is empty: the sidecar would not start")
+		}
 	}
 	for key, ref := range refs {
 		switch {

@@ -21,10 +21,11 @@ const (
 
 // SidecarConfig is the part of the sidecar's configuration the deployment
 // must agree with: listeners, shutdown timing, where state and secrets
-// live. Keys the file and the environment leave out take the sidecar's
-// defaults (config.example.toml). The sidecar's own check-config run on
-// the same file and environment is the full validation; this is the
-// subset the manifests are checked against.
+// live, and how the app reaches the egress. Keys the file and the
+// environment leave out take the sidecar's defaults (config.example.toml).
+// The sidecar's own check-config run on the same file and environment is
+// the full validation; this is the subset the manifests are checked
+// against.
 type SidecarConfig struct {
 	Public        string
 	Admin         string
@@ -38,6 +39,22 @@ type SidecarConfig struct {
 	LedgerDSN     string
 	Tokens        []string
 	AppURL        string
+
+	// The egress (docs/egress.md): its base-URL and forward-proxy
+	// listeners (both "" when it is off), its static keys, its outbox
+	// and the forward proxy's local CA.
+	EgressListen      string
+	EgressProxyListen string
+	EgressKeySource   string
+	EgressKeys        []string
+	EgressOutbox      string
+	EgressCACert      string
+	EgressCAKey       string
+}
+
+// EgressEnabled reports whether the sidecar runs an egress listener.
+func (c *SidecarConfig) EgressEnabled() bool {
+	return c.EgressListen != "" || c.EgressProxyListen != ""
 }
 
 // defaults are the sidecar's defaults for the keys of SidecarConfig.
@@ -54,6 +71,13 @@ var defaults = map[string]string{
 	"ledger.dsn":            "",
 	"auth.tokens":           "",
 	"app.url":               "http://127.0.0.1:8000",
+	"egress.listen":         "",
+	"egress.proxy.listen":   "",
+	"egress.key_source":     "static",
+	"egress.keys":           "",
+	"egress.outbox.path":    "./data/egress-outbox.db",
+	"egress.proxy.ca_cert":  "./data/egress-ca.pem",
+	"egress.proxy.ca_key":   "./data/egress-ca.key",
 }
 
 // EffectiveConfig reads the TOML file text as the sidecar would with the
@@ -100,10 +124,6 @@ func EffectiveConfig(text string, env []corev1.EnvVar) (*SidecarConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen.shutdown_grace: %w", err)
 	}
-	var tokens []string
-	if t := get("auth.tokens"); t != "" {
-		tokens = strings.Split(t, ",")
-	}
 	return &SidecarConfig{
 		Public:        get("listen.public"),
 		Admin:         get("listen.admin"),
@@ -115,9 +135,25 @@ func EffectiveConfig(text string, env []corev1.EnvVar) (*SidecarConfig, error) {
 		LedgerBackend: get("ledger.backend"),
 		LedgerPath:    get("ledger.path"),
 		LedgerDSN:     get("ledger.dsn"),
-		Tokens:        tokens,
+		Tokens:        splitList(get("auth.tokens")),
 		AppURL:        get("app.url"),
+
+		EgressListen:      get("egress.listen"),
+		EgressProxyListen: get("egress.proxy.listen"),
+		EgressKeySource:   get("egress.key_source"),
+		EgressKeys:        splitList(get("egress.keys")),
+		EgressOutbox:      get("egress.outbox.path"),
+		EgressCACert:      get("egress.proxy.ca_cert"),
+		EgressCAKey:       get("egress.proxy.ca_key"),
 	}, nil
+}
+
+// splitList splits a list written as text (see lookup); "" is no list.
+func splitList(text string) []string {
+	if text == "" {
+		return nil
+	}
+	return strings.Split(text, ",")
 }
 
 // OtherKeys returns the TOML document text without the keys that
@@ -129,15 +165,26 @@ func OtherKeys(text string) (map[string]any, error) {
 		return nil, fmt.Errorf("config toml: %w", err)
 	}
 	for key := range defaults {
-		table, name, _ := strings.Cut(key, ".")
-		if m, ok := doc[table].(map[string]any); ok {
-			delete(m, name)
-			if len(m) == 0 {
-				delete(doc, table)
-			}
-		}
+		deleteKey(doc, strings.Split(key, "."))
 	}
 	return doc, nil
+}
+
+// deleteKey removes the key at path from m, and each table on the way
+// that it leaves empty.
+func deleteKey(m map[string]any, path []string) {
+	if len(path) == 1 {
+		delete(m, path[0])
+		return
+	}
+	sub, ok := m[path[0]].(map[string]any)
+	if !ok {
+		return
+	}
+	deleteKey(sub, path[1:])
+	if len(sub) == 0 {
+		delete(m, path[0])
+	}
 }
 
 // lookup finds the dotted key in doc and returns it as text: scalars as

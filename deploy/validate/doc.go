@@ -5,8 +5,9 @@
 // error), then checked against the rules a working zimmer-sidecar pod
 // needs: a native sidecar, probes on the admin listener, a shutdown
 // budget that fits the grace period, mounts for every path the sidecar
-// writes or reads, a locked-down security context, and a NetworkPolicy
-// that lets only the public port through. The systemd unit in
+// writes or reads, a locked-down security context, a NetworkPolicy that
+// lets only the public port through, and, with the egress on, an app that
+// sends its OpenAI calls there and holds no key. The systemd unit in
 // deploy/systemd is held to its own rules and to systemd-analyze verify,
 // and the configurations the deployments give the sidecar to the
 // sidecar's own check-config.

@@ -83,6 +83,9 @@ func TestManifestsShape(t *testing.T) {
 		LedgerBackend: "bolt", LedgerPath: "/var/lib/zimmer-sidecar/ledger.db",
 		Tokens: []string{"file:/run/secrets/zimmer-sidecar/service-token"},
 		AppURL: "http://127.0.0.1:8000",
+
+		EgressKeySource: "static", EgressOutbox: "./data/egress-outbox.db",
+		EgressCACert: "./data/egress-ca.pem", EgressCAKey: "./data/egress-ca.key",
 	}
 	if diff := diffJSON(want, *p.Config); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

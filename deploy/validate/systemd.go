@@ -60,7 +60,8 @@ func (u Unit) Get(section, key string) string {
 // CheckUnit returns every rule the sidecar's systemd unit breaks: a
 // non-root user with a state directory, the hardening that keeps the
 // process to that directory, reload by SIGHUP, and a stop timeout above
-// the drain that cfg's shutdown keys allow.
+// the drain that cfg's shutdown keys allow (and, with the egress on, its
+// listeners closing and the outbox flush).
 func CheckUnit(u Unit, cfg *SidecarConfig) []error {
 	var ps problems
 	svc := "Service"
@@ -92,14 +93,18 @@ func CheckUnit(u Unit, cfg *SidecarConfig) []error {
 		ps.addf("[Service] ExecStart=%s, want \"zimmer-sidecar run -config FILE\"", s)
 	}
 	stop, err := parseTimespan(u.Get(svc, "TimeoutStopSec"))
-	need := cfg.ShutdownDelay + cfg.ShutdownGrace + ledgerSettle
+	var egress time.Duration
+	if cfg.EgressEnabled() {
+		egress = egressClose + outboxFlush
+	}
+	need := cfg.ShutdownDelay + cfg.ShutdownGrace + ledgerSettle + egress
 	switch {
 	case err != nil:
 		ps.addf("[Service] TimeoutStopSec: %v", err)
 	case stop <= need:
 		ps.addf("[Service] TimeoutStopSec=%s must exceed the drain, %s "+
-			"(delay %s + grace %s + settle %s)", stop, need, cfg.ShutdownDelay,
-			cfg.ShutdownGrace, ledgerSettle)
+			"(delay %s + grace %s + settle %s + egress close and outbox flush %s)",
+			stop, need, cfg.ShutdownDelay, cfg.ShutdownGrace, ledgerSettle, egress)
 	}
 	return ps
 }

@@ -85,6 +85,30 @@ func TestSystemdUnitRulesCatch(t *testing.T) {
 	}
 }
 
+// TestSystemdStopTimeoutCoversEgress: with the egress on, the stop
+// timeout must also cover its listeners closing and the outbox flush.
+func TestSystemdStopTimeoutCoversEgress(t *testing.T) {
+	// 33 s exceeds the example's drain (0 + 25 + 5 s), not with the
+	// egress's 1 + 5 s more.
+	u, err := ParseUnit(strings.Replace(readUnit(t), "TimeoutStopSec=40s",
+		"TimeoutStopSec=33s", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := exampleConfig(t)
+	if errs := CheckUnit(u, cfg); len(errs) != 0 {
+		t.Fatalf("without the egress: got %v, want no problems", errors.Join(errs...))
+	}
+	cfg.EgressListen = "127.0.0.1:8081"
+	errs := CheckUnit(u, cfg)
+	if !slices.ContainsFunc(errs, func(err error) bool {
+		return strings.Contains(err.Error(), "TimeoutStopSec=33s must exceed the drain, 36s")
+	}) {
+		t.Errorf("with the egress: got %v, want the stop timeout reported",
+			errors.Join(errs...))
+	}
+}
+
 func TestParseTimespan(t *testing.T) {
 	tests := []struct {
 		in   string
