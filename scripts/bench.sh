@@ -567,22 +567,28 @@ if has_step footprint; then
   # 8c. /health while the protected route is loaded with CONNS
   # connections: one client asks /health back to back, starting a second
   # after the load and stopping a second before it ends. First with no
-  # load, for reference.
+  # load; and, as the machine's own share, the same client asking the app
+  # directly (GET /plain/x) under the same load on the sidecar: what any
+  # process waits for a core on a saturated box.
   log "/health latency, idle and under load"
   : >"$WORK/health.tsv"
-  HEALTH_IDLE=$("$WORK/load" -url "$SC/health" -c 1 -d 5s -json)
-  printf 'idle\t0\t%s\n' "$HEALTH_IDLE" >>"$WORK/health.tsv"
-  for rep in $(seq "$REPS"); do
+  probe_under_load() { # probe_under_load STATE REP URL
     "$WORK/load" -url "$SC/protected/x" -c "$CONNS" -d "$DURATION" -json "${AUTH[@]}" \
       >"$WORK/health-load.json" &
-    lpid=$!
+    local lpid=$! h
     PIDS+=("$lpid")
     sleep 1
-    H=$("$WORK/load" -url "$SC/health" -c 1 -d "$((SECS - 2))s" -json)
+    h=$("$WORK/load" -url "$3" -c 1 -d "$((SECS - 2))s" -json)
     wait "$lpid" || true
-    printf 'loaded\t%s\t%s\t%s\n' "$rep" "$H" "$(cat "$WORK/health-load.json")" \
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$h" "$(cat "$WORK/health-load.json")" \
       >>"$WORK/health.tsv"
-    log "health under load: $H"
+    log "$1 $2: $h"
+  }
+  H=$("$WORK/load" -url "$SC/health" -c 1 -d 5s -json)
+  printf 'sidecar /health, idle\t-\t%s\n' "$H" >>"$WORK/health.tsv"
+  for rep in $(seq "$REPS"); do
+    probe_under_load "sidecar /health, loaded" "$rep" "$SC/health"
+    probe_under_load "app GET, sidecar loaded" "$rep" "$APP/plain/x"
   done
 
   # 8d. Time to the first byte of a streamed answer: TTFB_N requests of
@@ -622,16 +628,16 @@ if has_step footprint; then
         (open > 0 ? ($3 - $2) / open : 0), open }' "$WORK/idle.tsv"
     echo
     echo "/health latency (one client, back to back), idle and while $CONNS" \
-      "connections load the protected route:"
+      "connections load the protected route; and the app's own latency under that load:"
     echo
-    echo "| state | rep | /health req/s | p50 ms | p99 ms | max ms | protected req/s |"
+    echo "| probe | rep | probe req/s | p50 ms | p99 ms | max ms | protected req/s |"
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     awk -F'\t' 'function num(s, k,   v) { if (match(s, "\"" k "\":[-0-9.e+]+")) {
         v = substr(s, RSTART + length(k) + 3, RLENGTH - length(k) - 3); return v + 0 }
         return -1 }
       { printf "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s |\n", $1, $2,
           num($3, "requests_per_s"), num($3, "p50_ms"), num($3, "p99_ms"),
-          num($3, "max_ms"), ($1 == "idle" ? "-" : sprintf("%.0f", num($4, "requests_per_s"))) }' \
+          num($3, "max_ms"), ($4 == "" ? "-" : sprintf("%.0f", num($4, "requests_per_s"))) }' \
       "$WORK/health.tsv"
     echo
     echo "Streamed answer (3 events 5 ms apart), $TTFB_N requests one after another:"
