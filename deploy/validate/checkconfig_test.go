@@ -48,9 +48,9 @@ func TestMain(m *testing.M) {
 // TestSidecarAcceptsConfig runs the sidecar's own check-config on the
 // configuration each deployment gives it: the ConfigMap's file with the
 // container's environment. Secret files are copied to a temporary
-// directory and the token references pointed there; the DSN, which comes
-// from a Secret outside the chart, gets a stand-in (check-config connects
-// to nothing).
+// directory and the token and egress key references pointed there; the
+// DSN and files of Secrets outside the bundle get stand-ins (check-config
+// connects to nothing).
 func TestSidecarAcceptsConfig(t *testing.T) {
 	bin, err := sidecarBinary()
 	if err != nil {
@@ -76,6 +76,28 @@ func TestSidecarAcceptsConfig(t *testing.T) {
 				"config": strings.Replace(chartConfig(t), `mode = "off"`,
 					"mode = \"acme\"\nnames = [\"automation.example.com\"]", 1),
 			}))
+		}},
+		{"chart egress", func(t *testing.T) *Bundle {
+			return render(t, withEgress(map[string]any{
+				"authStyle":   "api-key",
+				"upstream":    "https://x.openai.azure.com/openai",
+				"budget":      map[string]any{"enabled": true, "requireUser": true},
+				"extraConfig": "rpm_limit = 60\ncall_timeout = \"5m\"\n",
+			}))
+		}},
+		{"chart egress keys in their own Secret", func(t *testing.T) *Bundle {
+			return render(t, withToken(map[string]any{"egress": map[string]any{
+				"enabled": true, "keysSecret": map[string]any{"name": "openai"}}}))
+		}},
+		{"chart egress platform keys on postgres", func(t *testing.T) *Bundle {
+			v := withToken(map[string]any{
+				"egress": map[string]any{"enabled": true, "keySource": "platform"},
+				"ledger": map[string]any{"backend": "postgres",
+					"dsnSecret": map[string]any{"name": "db"}},
+				"config": strings.Replace(chartConfig(t), "[automation]\n",
+					"[automation]\nid = 42\nplatform_url = \"https://platform.example\"\n", 1),
+			})
+			return render(t, v)
 		}},
 	}
 	for _, tt := range tests {
@@ -145,17 +167,34 @@ func checkEnv(t *testing.T, b *Bundle, p *Pod, dir string) []string {
 			t.Fatalf("env %s: no stand-in for its valueFrom", e.Name)
 		}
 	}
-	var tokens []string
-	for _, ref := range p.Config.Tokens {
+	env = append(env, "ZIMMER_SIDECAR_AUTH__TOKENS="+
+		strings.Join(copySecretRefs(t, b, p, p.Config.Tokens, dir), ","))
+	if len(p.Config.EgressKeys) > 0 {
+		env = append(env, "ZIMMER_SIDECAR_EGRESS__KEYS="+
+			strings.Join(copySecretRefs(t, b, p, p.Config.EgressKeys, dir), ","))
+	}
+	return env
+}
+
+// copySecretRefs returns refs with each "file:" reference pointed at a
+// copy of its Secret file in dir.
+func copySecretRefs(t *testing.T, b *Bundle, p *Pod, refs []string, dir string) []string {
+	t.Helper()
+	var out []string
+	for _, ref := range refs {
 		file, ok := strings.CutPrefix(ref, "file:")
 		if !ok {
-			tokens = append(tokens, ref)
+			out = append(out, ref)
 			continue
 		}
-		tokens = append(tokens, "file:"+copySecretFile(t, b, p, file, dir))
+		out = append(out, "file:"+copySecretFile(t, b, p, file, dir))
 	}
-	return append(env, "ZIMMER_SIDECAR_AUTH__TOKENS="+strings.Join(tokens, ","))
+	return out
 }
+
+// secretStandIn is the content of a Secret file whose Secret is managed
+// outside the bundle.
+const secretStandIn = "stand-in-for-a-secret-outside-the-bundle\n"
 
 // copySecretFile writes the Secret file that file names into dir and
 // returns the copy's path.
@@ -165,15 +204,14 @@ func copySecretFile(t *testing.T, b *Bundle, p *Pod, file, dir string) string {
 	if m == nil || v == nil || v.Secret == nil {
 		t.Fatalf("%s is on no Secret volume", file)
 	}
-	s := b.Secret(v.Secret.SecretName)
-	if s == nil {
-		t.Fatalf("Secret %s is not in the bundle", v.Secret.SecretName)
+	value := secretStandIn
+	if s := b.Secret(v.Secret.SecretName); s != nil {
+		var ok bool
+		if value, ok = SecretValue(s, filepath.Base(file)); !ok {
+			t.Fatalf("Secret %s has no key %s", s.Name, filepath.Base(file))
+		}
 	}
-	value, ok := SecretValue(s, filepath.Base(file))
-	if !ok {
-		t.Fatalf("Secret %s has no key %s", s.Name, filepath.Base(file))
-	}
-	out := filepath.Join(dir, "secret-"+filepath.Base(file))
+	out := filepath.Join(dir, v.Name+"-"+filepath.Base(file))
 	if err := os.WriteFile(out, []byte(value), 0o600); err != nil {
 		t.Fatal(err)
 	}

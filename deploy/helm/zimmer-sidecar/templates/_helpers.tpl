@@ -94,6 +94,87 @@ fails the render with the reason and the fix.
 {{- if eq (int $v.sidecar.ports.public) (int $v.sidecar.ports.admin) }}
 {{- fail "sidecar.ports.public and sidecar.ports.admin must differ" }}
 {{- end }}
+{{- if $v.egress.enabled }}
+{{- include "zimmer-sidecar.validateEgress" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of the egress values, when it is enabled.
+*/}}
+{{- define "zimmer-sidecar.validateEgress" -}}
+{{- $v := .Values }}
+{{- $e := $v.egress }}
+{{- if regexMatch `(?m)^[ \t]*(\[[ \t]*egress[ \t]*(\]|\.)|egress[ \t]*[.=])` $v.config }}
+{{- fail (print "config has an egress section while egress.enabled=true renders one: "
+    "set the egress.* values (more [egress] keys go in egress.extraConfig), "
+    "or leave egress.enabled=false and write the section yourself") }}
+{{- end }}
+{{- $port := int (regexFind "[0-9]+$" $e.listen) }}
+{{- $taken := list (int $v.sidecar.ports.public) (int $v.sidecar.ports.admin)
+    (int $v.sidecar.ports.http) }}
+{{- if has $port $taken }}
+{{- fail (printf "egress.listen %q takes a port of sidecar.ports: pick another" $e.listen) }}
+{{- end }}
+{{- range $v.app.env }}
+{{- if has .name (list "OPENAI_BASE_URL" "OPENAI_API_KEY") }}
+{{- fail (printf "%s %s: with egress.enabled=true the chart sets %s"
+    "app.env sets" .name "OPENAI_BASE_URL to the egress and a placeholder OPENAI_API_KEY") }}
+{{- end }}
+{{- end }}
+{{- $own := and (not $e.keysSecret.name) (not $v.secret.existingSecret) }}
+{{- if and (eq $e.keySource "static") $own (not (hasKey $v.secret.data $e.keysSecret.key)) }}
+{{- fail (printf "%s secret.data.%s (the keys, one per line, e.g. --set-file %s), %s"
+    "egress.keySource=static needs" $e.keysSecret.key
+    (printf "secret.data.%s=./openai-keys" $e.keysSecret.key)
+    "or egress.keysSecret.name: a Secret you manage") }}
+{{- end }}
+{{- end }}
+
+{{/* Where the sidecar reads the static egress keys. */}}
+{{- define "zimmer-sidecar.egressKeysDir" -}}
+{{- if .Values.egress.keysSecret.name -}}
+/run/secrets/zimmer-sidecar-openai
+{{- else -}}
+{{ include "zimmer-sidecar.secretDir" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The [egress] section of the config, from the egress values: loopback
+listener, upstream, keys, budget and the outbox on the state volume.
+*/}}
+{{- define "zimmer-sidecar.egressConfig" -}}
+{{- $e := .Values.egress -}}
+# Rendered by the chart from its egress values (docs/egress.md). The app
+# runs with OPENAI_BASE_URL=http://{{ $e.listen }}/v1 and a placeholder key.
+[egress]
+listen = {{ $e.listen | quote }}
+upstream = {{ $e.upstream | quote }}
+auth_style = {{ $e.authStyle | quote }}
+key_source = {{ $e.keySource | quote }}
+{{- if eq $e.keySource "static" }}
+{{- $keysDir := include "zimmer-sidecar.egressKeysDir" . }}
+keys = [{{ printf "file:%s/%s" $keysDir $e.keysSecret.key | quote }}]
+{{- end }}
+{{- with $e.extraConfig }}
+{{ . | trim }}
+{{- end }}
+{{- if $e.budget.enabled }}
+
+[egress.budget]
+enabled = true
+tokens_per_unit = {{ int64 $e.budget.tokensPerUnit }}
+reserve_tokens = {{ int64 $e.budget.reserveTokens }}
+require_user = {{ $e.budget.requireUser }}
+platform_ledger = {{ $e.budget.platformLedger }}
+{{- end }}
+
+[egress.outbox]
+{{- if eq .Values.ledger.backend "bolt" }}
+path = "{{ include "zimmer-sidecar.dataDir" . }}/egress-outbox.db"
+{{- end }}
+max_items = {{ int64 $e.outboxMaxItems }}
 {{- end }}
 
 {{/*
@@ -112,4 +193,18 @@ rollingUpdate:
 {{- else -}}
 type: Recreate
 {{- end }}
+{{- end }}
+
+{{/*
+A digest of what the egress reads at start only: its config and, when the
+chart makes the Secret, the keys file.
+*/}}
+{{- define "zimmer-sidecar.egressChecksum" -}}
+{{- $e := .Values.egress }}
+{{- $keys := "" }}
+{{- if and (eq $e.keySource "static") (not $e.keysSecret.name)
+    (not .Values.secret.existingSecret) }}
+{{- $keys = get .Values.secret.data $e.keysSecret.key | toString }}
+{{- end }}
+{{- printf "%s\n%s" (include "zimmer-sidecar.egressConfig" .) $keys | sha256sum }}
 {{- end }}
