@@ -63,11 +63,11 @@ func TestChartDefaultPassesChecks(t *testing.T) {
 	}
 }
 
-// TestChartMatchesManifests: the chart's default render deploys what the
-// plain manifests deploy.
+// TestChartMatchesManifests: the chart's default render, with the egress
+// on, deploys what the plain manifests deploy.
 func TestChartMatchesManifests(t *testing.T) {
 	plain := loadManifests(t)
-	chart := render(t, withToken(nil))
+	chart := render(t, withEgress(nil))
 	want := EssentialsOf(plain, inspect(t, plain))
 	got := EssentialsOf(chart, inspect(t, chart))
 	if diff := diffJSON(want, got); diff != "" {

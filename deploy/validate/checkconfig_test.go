@@ -77,6 +77,7 @@ func TestSidecarAcceptsConfig(t *testing.T) {
 					"mode = \"acme\"\nnames = [\"automation.example.com\"]", 1),
 			}))
 		}},
+		{"manifests forward proxy", loadProxyAlternative},
 		{"chart egress", func(t *testing.T) *Bundle {
 			return render(t, withEgress(map[string]any{
 				"authStyle":   "api-key",
@@ -125,25 +126,54 @@ func TestSidecarAcceptsConfig(t *testing.T) {
 }
 
 // TestSidecarRejectsBrokenConfig: the same run fails on a config the
-// sidecar refuses, so a pass above means something.
+// sidecar refuses, so a pass above means something; the egress keys file
+// is read, so a Secret without a key in it fails too.
 func TestSidecarRejectsBrokenConfig(t *testing.T) {
 	bin, err := sidecarBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := loadManifests(t)
-	p := inspect(t, b)
-	dir := t.TempDir()
-	config := filepath.Join(dir, "config.toml")
-	text := strings.Replace(p.ConfigText, "[app]\n", "[app]\nretries = 3\n", 1)
-	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		config func(text string) string
+		keys   string // the Secret's openai-keys; "" leaves it
+		want   string
+	}{
+		{"unknown key", func(text string) string {
+			return strings.Replace(text, "[app]\n", "[app]\nretries = 3\n", 1)
+		}, "", "app.retries"},
+		{"egress beyond loopback", func(text string) string {
+			return strings.Replace(text, `listen = "127.0.0.1:8081"`,
+				`listen = "0.0.0.0:8081"`, 1)
+		}, "", "egress.listen"},
+		{"no key in the keys file", func(text string) string { return text },
+			"# the keys go here\n", "egress.keys"},
 	}
-	cmd := exec.Command(bin, "check-config", config)
-	cmd.Env = checkEnv(t, b, p, dir)
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "app.retries") {
-		t.Errorf("check-config: got %v, %q; want a failure naming app.retries", err, out)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := loadManifests(t)
+			if tt.keys != "" {
+				b.Secrets[0].StringData["openai-keys"] = tt.keys
+			}
+			p := inspect(t, b)
+			dir := t.TempDir()
+			config := filepath.Join(dir, "config.toml")
+			text := tt.config(p.ConfigText)
+			if text == p.ConfigText && tt.keys == "" {
+				t.Fatal("the case changes nothing")
+			}
+			if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "check-config", config)
+			cmd.Env = checkEnv(t, b, p, dir)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tt.want) {
+				t.Errorf("check-config: got %v, %q; want a failure naming %s",
+					err, out, tt.want)
+			}
+		})
 	}
 }
 

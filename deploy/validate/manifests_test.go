@@ -84,13 +84,16 @@ func TestManifestsShape(t *testing.T) {
 		Tokens: []string{"file:/run/secrets/zimmer-sidecar/service-token"},
 		AppURL: "http://127.0.0.1:8000",
 
-		EgressKeySource: "static", EgressOutbox: "./data/egress-outbox.db",
+		EgressListen: "127.0.0.1:8081", EgressKeySource: "static",
+		EgressKeys:   []string{"file:/run/secrets/zimmer-sidecar/openai-keys"},
+		EgressOutbox: "/var/lib/zimmer-sidecar/egress-outbox.db",
 		EgressCACert: "./data/egress-ca.pem", EgressCAKey: "./data/egress-ca.key",
 	}
 	if diff := diffJSON(want, *p.Config); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
-	for _, file := range []string{p.Config.LedgerPath, p.Config.TLSStorage} {
+	for _, file := range []string{p.Config.LedgerPath, p.Config.TLSStorage,
+		p.Config.EgressOutbox} {
 		if _, v := p.MountFor(p.Sidecar, file); volumeSource(v) != "persistentVolumeClaim" {
 			t.Errorf("%s: on %s, want the persistent volume", file, volumeSource(v))
 		}
