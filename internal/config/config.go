@@ -190,7 +190,26 @@ type Ledger struct {
 	MaxUnits int64 `toml:"max_units"`
 	// DemoRule is DemoWhole or DemoSpill.
 	DemoRule string `toml:"demo_rule"`
+	// IdempotencyRetention is how long the records of idempotency keys
+	// are kept; the sidecar prunes older ones every hour, in both
+	// backends. While a key's record is kept, a retry with the key is
+	// answered from it (never charged twice) and its debit can still be
+	// refunded or settled; after that the key is new again. Zero keeps
+	// them forever; otherwise at least MinIdempotencyRetention. The
+	// journal is never pruned.
+	IdempotencyRetention time.Duration `toml:"idempotency_retention"`
 }
+
+// DefaultIdempotencyRetention keeps idempotency records for a week: far
+// beyond the minutes to hours in which clients and the platform retry a
+// call, and beyond a weekend's outage after which queued calls are sent
+// again, while a ledger serving a steady load stops growing with keys.
+const DefaultIdempotencyRetention = 7 * 24 * time.Hour
+
+// MinIdempotencyRetention bounds ledger.idempotency_retention from
+// below: a record must outlive its call, its refund or settle (a
+// streamed answer may run for many minutes) and any prompt retry.
+const MinIdempotencyRetention = time.Hour
 
 // Zimmer configures the Zimmer endpoints.
 type Zimmer struct {
@@ -324,6 +343,8 @@ func Default() *Config {
 			DefaultDemoTokens: 5,
 			MaxUnits:          1_000_000,
 			DemoRule:          DemoWhole,
+
+			IdempotencyRetention: DefaultIdempotencyRetention,
 		},
 		Zimmer: Zimmer{Prefixes: []string{"/"}, Deadlines: defaultDeadlines()},
 		TLS:    defaultTLS(),

@@ -140,3 +140,30 @@ func TestSecretNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyRetention: the default is a week; zero keeps records
+// forever; anything else must be at least an hour.
+func TestIdempotencyRetention(t *testing.T) {
+	t.Parallel()
+	if got := mustParse(t, base).Ledger.IdempotencyRetention; got != 7*24*time.Hour {
+		t.Errorf("default: got %s, want 168h", got)
+	}
+	for _, tt := range []struct {
+		value string
+		want  time.Duration
+	}{{"0s", 0}, {"1h", time.Hour}, {"720h", 30 * 24 * time.Hour}} {
+		doc := base + "[ledger]\nidempotency_retention = \"" + tt.value + "\"\n"
+		if got := mustParse(t, doc).Ledger.IdempotencyRetention; got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.value, got, tt.want)
+		}
+	}
+	for _, value := range []string{"59m", "-1h", "1ns"} {
+		doc := base + "[ledger]\nidempotency_retention = \"" + value + "\"\n"
+		p := onlyProblem(t, doc)
+		if p.Path != "ledger.idempotency_retention" || p.Line != 4 ||
+			!strings.Contains(p.Message, "must be 0 (keep forever) or at least 1h0m0s") {
+			t.Errorf("%s: got %s (line %d): %s, want ledger.idempotency_retention "+
+				"(line 4) at least 1h", value, p.Path, p.Line, p.Message)
+		}
+	}
+}

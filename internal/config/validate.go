@@ -268,6 +268,10 @@ func (v *validator) ledger(l *Ledger) {
 		v.addf("ledger.max_conns", "must be at most %d (got %d)", maxLedgerConns, l.MaxConns)
 	}
 	v.positive("ledger.connect_timeout", l.ConnectTimeout)
+	if r := l.IdempotencyRetention; r != 0 && r < MinIdempotencyRetention {
+		v.addf("ledger.idempotency_retention", "must be 0 (keep forever) or at least %s "+
+			"(got %s)", MinIdempotencyRetention, r)
+	}
 }
 
 func (v *validator) zimmer(z *Zimmer) {
