@@ -194,7 +194,7 @@ func (p *Leased) Acquire(ctx context.Context, model string, maxTokens int64) (Le
 	l, renew, why := p.tryPick(maxTokens)
 	if why == nil {
 		if renew {
-			p.renew(ctx, model, maxTokens)
+			p.renew(model, maxTokens)
 		}
 		return l, nil
 	}
@@ -236,20 +236,26 @@ func (p *Leased) noKey(why *tally, ferr error) (Lease, error) {
 	return Lease{}, why.result(p.opts.Now(), ferr)
 }
 
-// renew asks the platform for a fresh lease unless a fetch is already
-// running or the platform answered within MinFetchInterval. A failure is
-// ignored: the current leases serve until they expire.
-func (p *Leased) renew(ctx context.Context, model string, maxTokens int64) {
+// renew asks the platform for a fresh lease in the background, unless a
+// fetch is already running or the platform answered within
+// MinFetchInterval: the call that noticed the lease ageing goes on with
+// it at once, whatever the platform's speed. A failure is ignored: the
+// current leases serve until they expire. The fetch is bounded by
+// CallTimeout.
+func (p *Leased) renew(model string, maxTokens int64) {
 	select {
 	case p.fetching <- struct{}{}:
-		defer func() { <-p.fetching }()
 	default:
 		return
 	}
 	if p.answeredRecently() {
+		<-p.fetching
 		return
 	}
-	_ = p.fetch(ctx, model, maxTokens)
+	go func() {
+		defer func() { <-p.fetching }()
+		_ = p.fetch(context.Background(), model, maxTokens)
+	}()
 }
 
 // answeredRecently reports whether the platform answered within

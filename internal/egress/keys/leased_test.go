@@ -3,9 +3,11 @@ package keys
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +68,60 @@ func platformKey(id int64) fakeplatform.Key {
 
 func (e *leasedEnv) leaseCalls() int { return e.platform.Calls(fakeplatform.EndpointLease) }
 
+// waitRenewal waits until no fetch holds the pool's fetch slot: a
+// background renewal started by Acquire has finished.
+func (e *leasedEnv) waitRenewal() {
+	e.pool.fetching <- struct{}{}
+	<-e.pool.fetching
+}
+
+// roundTripFunc is an http.RoundTripper from a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestLeasedRenewalNeverDelaysACall: a call that finds its lease inside
+// the refresh margin goes on with it while the platform is still
+// answering the renewal.
+func TestLeasedRenewalNeverDelaysACall(t *testing.T) {
+	release := make(chan struct{})
+	var hang atomic.Bool
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.RefreshMargin = time.Minute
+		base := o.Client.Transport
+		o.Client = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if hang.Load() {
+				select { // a platform that hangs (bounded, so a regression fails below)
+				case <-release:
+				case <-time.After(10 * time.Second):
+				}
+			}
+			return base.RoundTrip(r)
+		})}
+	})
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+
+	env.clk.Advance(9*time.Minute + 30*time.Second)
+	hang.Store(true)
+	l := mustAcquire(t, env.pool, 0)
+	select {
+	case env.pool.fetching <- struct{}{}:
+		<-env.pool.fetching
+		t.Fatal("Acquire returned after the renewal ended: the call waited for the platform")
+	default: // the renewal is still waiting for the platform
+	}
+	if l.KeyID != 12 || !l.ExpiresAt.Equal(first.ExpiresAt) {
+		t.Errorf("got %v until %s, want the cached lease", l, l.ExpiresAt)
+	}
+	env.pool.Report(l, Outcome{Status: 200})
+	close(release)
+	env.waitRenewal()
+	if next := mustAcquire(t, env.pool, 0); !next.ExpiresAt.After(first.ExpiresAt) {
+		t.Errorf("after the renewal: expiry %s, want later than %s", next.ExpiresAt, first.ExpiresAt)
+	}
+}
+
 func TestLeasedCachesOneLeaseForManyCalls(t *testing.T) {
 	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, nil)
 
@@ -117,10 +173,12 @@ func TestLeasedRefreshesBeforeExpiry(t *testing.T) {
 		t.Fatalf("lease calls before the margin: got %d, want 1", n)
 	}
 
-	// Inside the margin: the call is served at once and the lease renewed.
+	// Inside the margin: the call is served at once and the lease renewed
+	// in the background.
 	env.clk.Advance(90 * time.Second)
 	l := mustAcquire(t, env.pool, 0)
 	env.pool.Report(l, Outcome{Status: 200})
+	env.waitRenewal()
 	if n := env.leaseCalls(); n != 2 {
 		t.Fatalf("lease calls inside the margin: got %d, want 2", n)
 	}
