@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/auth"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
@@ -38,6 +39,37 @@ func openLedger(ctx context.Context, c config.Ledger) (metering.Ledger, error) {
 		})
 	}
 	return nil, fmt.Errorf("ledger backend %q is not supported", c.Backend)
+}
+
+// pruneJobs lists what the retention loop (retention.go) prunes in l:
+// callers' idempotency records older than c.IdempotencyRetention (none
+// when it is zero) in a ledger that can prune them, and in a PostgreSQL
+// ledger its internal call records and lapsed key holds as well.
+func pruneJobs(l metering.Ledger, c config.Ledger) []pruneJob {
+	var jobs []pruneJob
+	if p, ok := l.(metering.Pruner); ok && c.IdempotencyRetention > 0 {
+		keep := c.IdempotencyRetention
+		jobs = append(jobs, pruneJob{
+			name: "idempotency records",
+			run: func(ctx context.Context, now time.Time) (int64, error) {
+				return p.PruneIdempotency(ctx, now.Add(-keep))
+			},
+		})
+	}
+	if pg, ok := l.(*postgres.Store); ok {
+		jobs = append(jobs, pruneJob{
+			name: "call records",
+			run: func(ctx context.Context, now time.Time) (int64, error) {
+				return pg.PruneCalls(ctx, now.Add(-callRecordAge))
+			},
+		}, pruneJob{
+			name: "key holds",
+			run: func(ctx context.Context, _ time.Time) (int64, error) {
+				return pg.PruneHolds(ctx)
+			},
+		})
+	}
+	return jobs
 }
 
 // ledgerName describes the ledger for the start-up log, without secrets.

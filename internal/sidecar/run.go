@@ -40,6 +40,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		stopMonitor()
 		wg.Wait()
 	}()
+	defer s.startRetention(ctx)() // ledger pruning (retention.go) until the signal
 
 	// 3. Certificates, when TLS is on: loaded (files) or managed (acme).
 	certs, err := s.newTLS()
