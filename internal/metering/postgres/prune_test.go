@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
@@ -164,5 +166,53 @@ func TestPruneWhileReplicasWrite(t *testing.T) {
 		"'old-%'").Scan(&left)
 	if err != nil || left != 0 {
 		t.Errorf("old records left: got %d, %v, want 0", left, err)
+	}
+}
+
+// TestMigration3OnData: a schema at version 2 with records is brought to
+// version 3, also when an operator built the pruning index beforehand
+// (CREATE INDEX CONCURRENTLY, as docs/postgres.md suggests), and its old
+// records are pruned.
+func TestMigration3OnData(t *testing.T) {
+	for _, prebuilt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prebuilt=%v", prebuilt), func(t *testing.T) {
+			dsn := freshDSN(t)
+			ctx := context.Background()
+			cfg, err := parseDSN(dsn, PoolOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer closeConn(conn)
+			if err := migrate(ctx, conn, migrations[:2]); err != nil {
+				t.Fatalf("migrate to 2: %v", err)
+			}
+			_, err = conn.Exec(ctx, `INSERT INTO idempotency (key, kind, fingerprint,
+				user_automation_id, internal, call_id, created_at, result)
+				VALUES ('old', 'debit', '\x00', 1, false, '\x00', now() - interval '1 day',
+					'{}')`)
+			if err != nil {
+				t.Fatalf("insert a version 2 record: %v", err)
+			}
+			if prebuilt {
+				_, err := conn.Exec(ctx, `CREATE INDEX CONCURRENTLY idempotency_caller_created
+					ON idempotency (created_at) WHERE NOT internal`)
+				if err != nil {
+					t.Fatalf("build the index beforehand: %v", err)
+				}
+			}
+
+			s := openStore(t, dsn, metering.Options{}, PoolOptions{})
+			if got := appliedVersions(t, dsn); len(got) != 3 {
+				t.Fatalf("versions: got %v, want 1..3", got)
+			}
+			n, err := s.PruneIdempotency(ctx, time.Now().Add(-time.Hour))
+			if err != nil || n != 1 {
+				t.Errorf("prune the version 2 record: got %d, %v, want 1", n, err)
+			}
+		})
 	}
 }

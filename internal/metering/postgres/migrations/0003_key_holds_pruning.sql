@@ -12,4 +12,8 @@ CREATE TABLE key_holds (
 
 CREATE INDEX key_holds_expires ON key_holds (expires_at);
 
-CREATE INDEX idempotency_caller_created ON idempotency (created_at) WHERE NOT internal;
+-- Building it blocks writes to idempotency for as long as it takes; on a
+-- large table an operator may build it beforehand, without blocking, with
+-- CREATE INDEX CONCURRENTLY and this exact name and definition.
+CREATE INDEX IF NOT EXISTS idempotency_caller_created
+	ON idempotency (created_at) WHERE NOT internal;
