@@ -86,14 +86,7 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log)
 	}
 	if needsPlatform(cfg) {
-		d, err := outbox.NewDeliverer(e.box, outbox.DeliverOptions{
-			PlatformURL:     cfg.Automation.PlatformURL.String(),
-			AutomationID:    cfg.Automation.ID,
-			Token:           s.platformToken,
-			UsageType:       ec.Budget.UsageType,
-			OnConsumeAnswer: e.onConsumeAnswer(s.log),
-			OnEvent:         e.onDeliveryEvent(s.log, rec),
-		})
+		d, err := outbox.NewDeliverer(e.box, s.deliverOptions(cfg, e))
 		if err != nil {
 			return nil, fmt.Errorf("egress outbox: %w", err)
 		}
@@ -130,6 +123,18 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 	}
 	ok = true
 	return e, nil
+}
+
+// deliverOptions are the outbox deliverer's options for cfg.
+func (s *Sidecar) deliverOptions(cfg *config.Config, e *egressState) outbox.DeliverOptions {
+	return outbox.DeliverOptions{
+		PlatformURL:     cfg.Automation.PlatformURL.String(),
+		AutomationID:    cfg.Automation.ID,
+		Token:           s.platformToken,
+		UsageType:       cfg.Egress.Budget.UsageType,
+		OnConsumeAnswer: e.onConsumeAnswer(s.log),
+		OnEvent:         e.onDeliveryEvent(s.log, s.egressRecorder()),
+	}
 }
 
 // needsPlatform reports whether the egress delivers anything to the

@@ -75,7 +75,7 @@ func newEgressRig(t *testing.T, rc rigConfig) *egressRig {
 }
 
 // fastDelivery replaces the sidecar's outbox deliverer, before Run starts
-// it, with one wired as newEgress wires it but retrying within
+// it, with one built from the same options but retrying within
 // milliseconds. The configuration has no knob for the deliverer's
 // backoff (1s doubling to 5m), breaker (30s open after 5 failures) or
 // poll interval (1s), so an outage test on the defaults would wait
@@ -86,19 +86,13 @@ func fastDelivery(t *testing.T, h *harness) {
 	if e == nil || e.deliver == nil {
 		t.Fatal("the sidecar has no outbox deliverer")
 	}
-	d, err := outbox.NewDeliverer(e.box, outbox.DeliverOptions{
-		PlatformURL:     h.cfg.Automation.PlatformURL.String(),
-		AutomationID:    h.cfg.Automation.ID,
-		Token:           h.sc.platformToken,
-		UsageType:       h.cfg.Egress.Budget.UsageType,
-		OnConsumeAnswer: e.onConsumeAnswer(h.sc.log),
-		OnEvent:         e.onDeliveryEvent(h.sc.log, h.sc.egressRecorder()),
-		CallTimeout:     2 * time.Second,
-		BackoffMin:      5 * time.Millisecond,
-		BackoffMax:      100 * time.Millisecond,
-		PollInterval:    10 * time.Millisecond,
-		BreakerOpenFor:  50 * time.Millisecond,
-	})
+	o := h.sc.deliverOptions(h.cfg, e)
+	o.CallTimeout = 2 * time.Second
+	o.BackoffMin = 5 * time.Millisecond
+	o.BackoffMax = 100 * time.Millisecond
+	o.PollInterval = 10 * time.Millisecond
+	o.BreakerOpenFor = 50 * time.Millisecond
+	d, err := outbox.NewDeliverer(e.box, o)
 	if err != nil {
 		t.Fatalf("fast deliverer: %v", err)
 	}
