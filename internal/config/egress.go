@@ -275,10 +275,12 @@ func (v *validator) egressProxy(p *EgressProxy) {
 		v.addf("egress.proxy.intercept", `needs at least one host, like ["api.openai.com"]`)
 	}
 	hosts := map[string]string{}
-	for key, list := range map[string][]string{
-		"egress.proxy.intercept": p.Intercept, "egress.proxy.tunnel": p.Tunnel,
-	} {
-		for i, h := range list {
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"egress.proxy.intercept", p.Intercept}, {"egress.proxy.tunnel", p.Tunnel}} {
+		key := l.key
+		for i, h := range l.list {
 			ip := joinIndex(key, i)
 			if msg := checkProxyHost(h); msg != "" {
 				v.addf(ip, "%s (got %q)", msg, h)
