@@ -19,8 +19,13 @@ type EgressRecorder interface {
 	// stored.
 	EgressRecordLost()
 	// OutboxDelivery records one delivery attempt to the platform: kind
-	// "report" or "consume", result one of the Delivery* names.
+	// "report" or "consume", result one of the delivery results
+	// (outbox.Result values, and "refused" for a consume the platform's
+	// ledger answered with accepted false).
 	OutboxDelivery(kind, result string)
+	// EgressShortfall adds the units a call cost beyond what its user's
+	// balance could pay.
+	EgressShortfall(units int64)
 }
 
 // Egress call outcomes: how a call ended (outbox.Exit values) or why it
@@ -37,7 +42,8 @@ var egressRetryReasons = []string{"auth", "rate_limited", "server_error", "trans
 // Outbox delivery kinds and results (outbox.Kind and outbox.Result).
 var (
 	deliveryKinds   = []string{"report", "consume"}
-	deliveryResults = []string{"delivered", "retry", "unknown", "failed", "store_error"}
+	deliveryResults = []string{
+		"delivered", "retry", "unknown", "failed", "store_error", "refused"}
 )
 
 // egressCalls are the egress families registered by initEgressCalls.
@@ -46,6 +52,7 @@ type egressCalls struct {
 	retries    *prometheus.CounterVec
 	lost       prometheus.Counter
 	deliveries *prometheus.CounterVec
+	shortfall  prometheus.Counter
 }
 
 func (p *Prometheus) initEgressCalls() {
@@ -67,7 +74,12 @@ func (p *Prometheus) initEgressCalls() {
 		Name: name("egress_outbox_deliveries_total"),
 		Help: "Outbox delivery attempts to the platform by kind and result.",
 	}, []string{"kind", "result"})
-	p.reg.MustRegister(e.calls, e.retries, e.lost, e.deliveries)
+	e.shortfall = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: name("egress_budget_shortfall_units_total"),
+		Help: "Units egress calls cost beyond what their users' balances could pay " +
+			"(charged only what was there).",
+	})
+	p.reg.MustRegister(e.calls, e.retries, e.lost, e.deliveries, e.shortfall)
 	for _, r := range egressRetryReasons {
 		e.retries.WithLabelValues(r)
 	}
@@ -101,6 +113,11 @@ func (p *Prometheus) OutboxDelivery(kind, result string) {
 		pick(result, deliveryResults)).Inc()
 }
 
+// EgressShortfall implements EgressRecorder. Negative counts are taken as 0.
+func (p *Prometheus) EgressShortfall(units int64) {
+	p.egress.shortfall.Add(float64(max(units, 0)))
+}
+
 var _ EgressRecorder = (*Prometheus)(nil)
 var _ EgressRecorder = Nop{}
 
@@ -115,3 +132,6 @@ func (Nop) EgressRecordLost() {}
 
 // OutboxDelivery implements EgressRecorder.
 func (Nop) OutboxDelivery(string, string) {}
+
+// EgressShortfall implements EgressRecorder.
+func (Nop) EgressShortfall(int64) {}

@@ -24,6 +24,9 @@ func TestEgressCalls(t *testing.T) {
 	p.OutboxDelivery("report", "delivered")
 	p.OutboxDelivery("consume", "unknown")
 	p.OutboxDelivery("fax", "lost")
+	p.OutboxDelivery("consume", "refused")
+	p.EgressShortfall(191)
+	p.EgressShortfall(-4)
 
 	fams = gather(t, p.Registry())
 	const calls = "zimmer_sidecar_egress_calls_total"
@@ -38,4 +41,6 @@ func TestEgressCalls(t *testing.T) {
 	wantValue(t, fams, del, "kind=report,result=delivered", 1)
 	wantValue(t, fams, del, "kind=consume,result=unknown", 1)
 	wantValue(t, fams, del, "kind=other,result=other", 1)
+	wantValue(t, fams, del, "kind=consume,result=refused", 1)
+	wantValue(t, fams, "zimmer_sidecar_egress_budget_shortfall_units_total", "", 191)
 }
