@@ -83,7 +83,14 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 		Consume: ec.Budget.Enabled && ec.Budget.PlatformLedger,
 	})
 	if ec.Budget.Enabled {
-		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log)
+		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log, rec)
+		// With the bolt ledger this process owns the outbox; a shared one
+		// holds other replicas' consumes, whose answers never come here.
+		if ec.Budget.PlatformLedger && cfg.Ledger.Backend != config.BackendPostgres {
+			if err := e.budget.loadPending(ctx, e.store, ec.Outbox.MaxItems); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if needsPlatform(cfg) {
 		d, err := outbox.NewDeliverer(e.box, s.deliverOptions(cfg, e))
@@ -417,9 +424,17 @@ func (e *egressState) stopDelivery(log *slog.Logger) {
 	if e.deliver != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), deliverFlushTimeout)
 		if err := e.deliver.Flush(ctx); err != nil {
-			log.Warn("outbox not flushed; kept for the next start", slog.Any("err", err))
+			log.Warn("outbox not flushed", slog.Any("err", err))
 		}
 		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if st, err := e.store.Stats(ctx); err == nil && st.Total > 0 {
+		log.Info("outbox items kept for the next start",
+			slog.Int("reports", st.Report.Total()), slog.Int("consumes", st.Consume.Total()),
+			slog.Int("unknown", st.Consume.Unknown+st.Report.Unknown),
+			slog.Int("failed", st.Consume.Failed+st.Report.Failed))
 	}
 	e.stopDeliver()
 	e.delivered.Wait()
@@ -448,29 +463,60 @@ func (e *egressState) close() {
 //
 // With the platform's ledger on, it also keeps, per user, how many of
 // that user's calls the platform has not seen the end of yet (held
-// reservations and consumes not yet answered). The platform's answer
-// replaces the local balances only when nothing else is outstanding for
-// that user in this process; otherwise the next answer will.
+// reservations, and forwarded consumes not yet answered, including those
+// a previous run left in the outbox). The platform's answers arrive in
+// no guaranteed order, so the lowest balances answered since the user
+// was last reconciled are kept, and they replace the local balances once
+// nothing of that user is outstanding. The platform's balances only fall
+// between purchases, so the lowest answer is the latest one; a purchase
+// made meanwhile shows at the next reconciliation (the error is against
+// the user, briefly, never against the platform).
 type ledgerBudget struct {
 	ledger    metering.Ledger
 	usageType string
 	forward   bool
 	log       *slog.Logger
+	rec       metrics.EgressRecorder
 
 	mu          sync.Mutex
-	outstanding map[int64]int    // user -> calls the platform has not answered
-	forwarded   map[string]int64 // consume item id -> user
+	outstanding map[int64]int      // user -> calls the platform has not answered
+	forwarded   map[string]int64   // consume item id -> user
+	lowest      map[int64]balances // user -> lowest balances answered since
 }
 
-func newLedgerBudget(l metering.Ledger, c config.EgressBudget, log *slog.Logger) *ledgerBudget {
+// balances are one platform answer's remaining tokens.
+type balances struct{ demo, paid int64 }
+
+func newLedgerBudget(l metering.Ledger, c config.EgressBudget, log *slog.Logger,
+	rec metrics.EgressRecorder) *ledgerBudget {
 	return &ledgerBudget{
 		ledger:      l,
 		usageType:   c.UsageType,
 		forward:     c.PlatformLedger,
 		log:         log,
+		rec:         rec,
 		outstanding: map[int64]int{},
 		forwarded:   map[string]int64{},
+		lowest:      map[int64]balances{},
 	}
+}
+
+// loadPending counts the consumes an earlier run left pending in the
+// outbox as outstanding, so their answers are not taken for the latest.
+func (b *ledgerBudget) loadPending(ctx context.Context, store outbox.Store, max int) error {
+	items, err := store.List(ctx, outbox.Filter{
+		Kind: outbox.KindConsume, State: outbox.StatePending, Limit: max})
+	if err != nil {
+		return fmt.Errorf("egress outbox: list pending consumes: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, it := range items {
+		u := it.Record.UserAutomationID
+		b.outstanding[u]++
+		b.forwarded[it.ID] = u
+	}
+	return nil
 }
 
 var _ egress.Budget = (*ledgerBudget)(nil)
@@ -562,22 +608,38 @@ func (b *ledgerBudget) forwardEnded(itemID string) {
 	}
 }
 
-// platformAnswered takes the platform ledger's balances for a user when
-// nothing else of that user's is outstanding here.
+// platformAnswered takes the platform ledger's balances for a user once
+// nothing else of that user's is outstanding here (see ledgerBudget).
 func (b *ledgerBudget) platformAnswered(a outbox.ConsumeAnswer) {
 	b.forwardEnded(outbox.ItemID(outbox.KindConsume, a.CallID))
+	if !a.Accepted {
+		// The platform refused to charge a call its user already made:
+		// the platform's own balance could not cover it.
+		b.rec.OutboxDelivery(string(outbox.KindConsume), "refused")
+		b.log.Warn("egress: the platform's ledger refused a forwarded consume; "+
+			"the call went uncharged there",
+			slog.String("call_id", a.CallID),
+			slog.Int64("user_automation_id", a.UserAutomationID),
+			slog.Int64("units", a.Units))
+	}
+	got := balances{demo: max(a.RemainingDemoTokens, 0), paid: max(a.RemainingPaidTokens, 0)}
 	b.mu.Lock()
-	busy := b.outstanding[a.UserAutomationID] > 0
-	b.mu.Unlock()
-	if busy {
+	if low, ok := b.lowest[a.UserAutomationID]; ok {
+		got = balances{demo: min(low.demo, got.demo), paid: min(low.paid, got.paid)}
+	}
+	if b.outstanding[a.UserAutomationID] > 0 {
+		b.lowest[a.UserAutomationID] = got
+		b.mu.Unlock()
 		return
 	}
+	delete(b.lowest, a.UserAutomationID)
+	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := b.ledger.Reconcile(ctx, metering.ReconcileRequest{
 		UserAutomationID: a.UserAutomationID,
-		DemoTokens:       max(a.RemainingDemoTokens, 0),
-		PaidTokens:       max(a.RemainingPaidTokens, 0),
+		DemoTokens:       got.demo,
+		PaidTokens:       got.paid,
 		Reason:           "platform ledger answer",
 	})
 	if err != nil {
@@ -609,7 +671,9 @@ func (s *Sidecar) serveEgress(errc chan<- error) *http.Server {
 	}
 	var srv *http.Server
 	if e.ln != nil {
-		srv = s.server(e.handler)
+		// Loopback, reached by IP or localhost only: a web page that
+		// rebinds a name to 127.0.0.1 cannot spend keys through it.
+		srv = s.server(literalHostOnly(e.handler))
 		go func() { errc <- serve(srv, e.ln, "egress") }()
 	}
 	if e.proxyLn != nil {

@@ -184,6 +184,42 @@ func TestEgressWithOpenAIGo(t *testing.T) {
 	}
 }
 
+// TestEgressAnswersOnlyLiteralHosts: the loopback egress answers only to
+// an IP address or localhost, so a name rebound to 127.0.0.1 by a web page
+// reaches nothing.
+func TestEgressAnswersOnlyLiteralHosts(t *testing.T) {
+	t.Parallel()
+	fake := fakeopenai.New(fakeopenai.Options{Keys: []string{upstreamKey}})
+	h := startEgressHarness(t, fake)
+	h.waitReady()
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	for host, want := range map[string]int{
+		"": http.StatusOK, "localhost": http.StatusOK,
+		"evil.example": http.StatusMisdirectedRequest,
+	} {
+		req, err := http.NewRequest("POST", "http://"+h.sc.EgressAddr()+"/v1/chat/completions",
+			strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: got %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	if n := len(fake.Requests()); n != 2 {
+		t.Errorf("upstream got %d calls, want 2 (the literal hosts)", n)
+	}
+}
+
 // TestEgressBudgetRefuses: a user whose balance cannot cover the
 // reservation gets 402 before any upstream call.
 func TestEgressBudgetRefuses(t *testing.T) {
