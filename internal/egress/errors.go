@@ -44,7 +44,19 @@ var (
 	}
 	errBadPath = apiError{
 		status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_path",
-		message: `the request path must start with "/" and have no "." or ".." segment`,
+		message: `the request path must start with "/" and have no empty, "." or ".." ` +
+			"segment",
+		outcome: RefusedBadRequest,
+	}
+	errBrowser = apiError{
+		status: http.StatusForbidden, typ: typePermission, code: "browser_request_refused",
+		message: "the egress serves server-side clients only: a request with an Origin or " +
+			"a browser's Sec-Fetch-* header is refused",
+		outcome: RefusedForbidden,
+	}
+	errBodyTimeout = apiError{
+		status: http.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",
+		message: "the request body did not arrive in time",
 		outcome: RefusedBadRequest,
 	}
 	errBadUser = apiError{

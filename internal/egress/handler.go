@@ -74,7 +74,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve checks and prepares the request, reserves the user's budget and
 // runs the call; c.end finalises whatever happened.
 func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
-	// 1. Where to, and for whom.
+	// 1. Not from a browser; where to, and for whom.
+	if fromBrowser(r.Header) {
+		h.refuse(w, r, errBrowser, nil)
+		return
+	}
 	u, e := h.target(r)
 	if e == nil {
 		c.user, e = h.userOf(r.Header)

@@ -69,9 +69,9 @@ type Metrics interface {
 // Refusal outcomes passed to Metrics.EgressCall for requests answered
 // without an upstream call.
 const (
-	RefusedBadRequest  = "bad_request"        // 400: path, body or user header
+	RefusedBadRequest  = "bad_request"        // 400/408/415: path, body or user header
 	RefusedTooLarge    = "too_large"          // 413: body over MaxRequestBytes
-	RefusedForbidden   = "forbidden"          // 403/501: another host, CONNECT, upgrade
+	RefusedForbidden   = "forbidden"          // 403/501: host, CONNECT, upgrade, browser, unmetered
 	RefusedBudget      = "budget"             // 402: the user's balance cannot cover it
 	RefusedBudgetError = "budget_unavailable" // 503: the Budget failed
 	RefusedBacklog     = "backlog_full"       // 503: Sink.Full
@@ -117,6 +117,7 @@ const (
 	DefaultTokensPerUnit   = 1
 	DefaultReserveTokens   = 4096
 	DefaultMaxRequestBytes = 32 << 20
+	DefaultBodyTimeout     = 60 * time.Second
 	DefaultCallTimeout     = 10 * time.Minute
 	DefaultDrainTimeout    = 30 * time.Second
 	DefaultDrainBytes      = 16 << 20
@@ -160,6 +161,9 @@ type Options struct {
 	// MaxRequestBytes bounds the request body (413 beyond); 0 means
 	// DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// BodyTimeout bounds the time to read the request body (408
+	// beyond); 0 means DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// CallTimeout bounds one call, retries and the answer's body
 	// included; 0 means DefaultCallTimeout.
 	CallTimeout time.Duration
@@ -229,6 +233,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.TokensPerUnit = orDefault(o.TokensPerUnit, DefaultTokensPerUnit)
 	o.ReserveTokens = orDefault(o.ReserveTokens, DefaultReserveTokens)
 	o.MaxRequestBytes = orDefault(o.MaxRequestBytes, DefaultMaxRequestBytes)
+	o.BodyTimeout = orDefault(o.BodyTimeout, DefaultBodyTimeout)
 	o.CallTimeout = orDefault(o.CallTimeout, DefaultCallTimeout)
 	o.DrainTimeout = orDefault(o.DrainTimeout, DefaultDrainTimeout)
 	o.DrainBytes = orDefault(o.DrainBytes, DefaultDrainBytes)
@@ -276,7 +281,8 @@ func checkNumbers(o Options) error {
 	case o.TokensPerUnit < 0, o.ReserveTokens < 0, o.MaxRequestBytes < 0,
 		o.DrainBytes < 0:
 		return errors.New("negative token, unit or byte limit")
-	case o.CallTimeout < 0, o.DrainTimeout < 0, o.FinalizeTimeout < 0:
+	case o.BodyTimeout < 0, o.CallTimeout < 0, o.DrainTimeout < 0,
+		o.FinalizeTimeout < 0:
 		return errors.New("negative timeout")
 	case o.MaxAttempts < 0:
 		return errors.New("negative max attempts")

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
 )
@@ -25,7 +27,10 @@ func (h *Handler) target(r *http.Request) (*url.URL, *apiError) {
 		return nil, &errForbiddenHost
 	case r.Header.Get("Upgrade") != "":
 		return nil, &errNoUpgrade
-	case !strings.HasPrefix(r.URL.Path, "/") || hasDotSegment(r.URL.Path):
+	case !strings.HasPrefix(r.URL.Path, "/") || hasDotSegment(r.URL.Path) ||
+		strings.Contains(r.URL.Path, "//"):
+		// An empty segment could be cleaned into a redirect, or read as
+		// an authority by a server behind the upstream.
 		return nil, &errBadPath
 	}
 
@@ -154,9 +159,26 @@ func (h *Handler) userOf(hd http.Header) (int64, *apiError) {
 	return id, nil
 }
 
-// readBody reads the whole request body, at most MaxRequestBytes. A
-// declared length over the limit is refused before anything is read, so
-// no "100 Continue" goes out.
+// fromBrowser reports whether a request carries what only browsers send:
+// an Origin (every cross-origin and every POST request of a page), a
+// Sec-Fetch-Site, or a Sec-Fetch-Mode other than "cors". Node's fetch
+// (undici) sends "Sec-Fetch-Mode: cors" alone, without the others, on
+// every request, so that value is no sign of a browser by itself.
+func fromBrowser(hd http.Header) bool {
+	if len(hd.Values("Origin")) > 0 || len(hd.Values("Sec-Fetch-Site")) > 0 {
+		return true
+	}
+	for _, v := range hd.Values("Sec-Fetch-Mode") {
+		if !strings.EqualFold(strings.TrimSpace(v), "cors") {
+			return true
+		}
+	}
+	return false
+}
+
+// readBody reads the whole request body, at most MaxRequestBytes and
+// within BodyTimeout. A declared length over the limit is refused before
+// anything is read, so no "100 Continue" goes out.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	limit := h.opts.MaxRequestBytes
 	if r.ContentLength > limit {
@@ -165,15 +187,31 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
+
+	// A writer that cannot set deadlines (a test recorder) reads
+	// without one.
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout)) == nil
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		if deadline {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
+		return b, nil
+	}
+
+	// The rest of the body is never read: the connection closes after
+	// the answer, and the deadline stays, so that the server does not
+	// wait for the body before answering.
+	w.Header().Set("Connection", "close")
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
 		return nil, &errTooLarge
-	case err != nil:
-		return nil, &errBodyRead
+	case errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
+		return nil, &errBodyTimeout
 	}
-	return b, nil
+	return nil, &errBodyRead
 }
 
 // prepared is the request body as sent upstream, and what was read from
