@@ -12,6 +12,43 @@ import (
 // ErrBadRequest: a request body the egress cannot read or safely change.
 var ErrBadRequest = errors.New("bad request body")
 
+// FieldError is a request member that ParseRequest or PrepareRequest
+// refused although the body is a JSON object. It matches ErrBadRequest.
+// Its text names the member and what is wrong with it, never the value,
+// so that it may be shown to the app.
+type FieldError struct {
+	// Field is the member's name, dotted below the top level
+	// ("stream_options.include_usage").
+	Field string
+	// Problem completes a sentence about Field: "must not be negative".
+	Problem string
+}
+
+func (e *FieldError) Error() string {
+	return ErrBadRequest.Error() + ": " + e.Field + " " + e.Problem
+}
+
+// Unwrap makes a FieldError match ErrBadRequest.
+func (e *FieldError) Unwrap() error { return ErrBadRequest }
+
+// Problems of a FieldError.
+const (
+	problemRepeated = "appears more than once"
+	problemBool     = "must be true, false or null"
+	problemString   = "must be a string or null"
+	problemObject   = "must be an object or null"
+	problemNotInt   = "must be an integer or null"
+	problemQuoted   = "must be an integer, not a string"
+	problemFraction = "must be a whole number, written without a fraction or exponent"
+	problemNegative = "must not be negative"
+	problemTooLarge = "is too large"
+	problemBelowOne = "must be at least 1"
+)
+
+func fieldErr(field, problem string) error {
+	return &FieldError{Field: field, Problem: problem}
+}
+
 // RequestInfo is what the egress reads from an OpenAI request body before
 // sending it, to size a budget reservation.
 type RequestInfo struct {
@@ -85,16 +122,19 @@ func prepare(body []byte) ([]byte, bool, error) {
 
 	// stream_options is given: set include_usage inside it.
 	inner, innerClosing, err := object(raw)
+	if errors.Is(err, ErrNotObject) {
+		return nil, false, fieldErr("stream_options", problemObject)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("stream_options: %w", err)
 	}
 	opts, err := index(inner, "include_usage")
 	if err != nil {
-		return nil, false, fmt.Errorf("stream_options: %w", err)
+		return nil, false, inside("stream_options", err)
 	}
 	asked, err := boolField(raw, opts, "include_usage")
 	if err != nil {
-		return nil, false, fmt.Errorf("stream_options: %w", err)
+		return nil, false, inside("stream_options", err)
 	}
 	if asked {
 		return body, true, nil
@@ -137,8 +177,7 @@ func parseRequest(body []byte) (RequestInfo, error) {
 	info := RequestInfo{N: 1}
 	if m, ok := top["model"]; ok && string(body[m.start:m.end]) != "null" {
 		if err := json.Unmarshal(body[m.start:m.end], &info.Model); err != nil {
-			return RequestInfo{}, fmt.Errorf("%w: model is not a string",
-				ErrBadRequest)
+			return RequestInfo{}, fieldErr("model", problemString)
 		}
 	}
 	if info.Stream, err = boolField(body, top, "stream"); err != nil {
@@ -159,7 +198,7 @@ func parseRequest(body []byte) (RequestInfo, error) {
 	}
 	if ok {
 		if n < 1 {
-			return RequestInfo{}, fmt.Errorf("%w: n below 1", ErrBadRequest)
+			return RequestInfo{}, fieldErr("n", problemBelowOne)
 		}
 		info.N = n
 	}
@@ -219,7 +258,7 @@ func index(ms []member, keys ...string) (map[string]member, error) {
 				continue
 			}
 			if _, dup := out[k]; dup {
-				return nil, fmt.Errorf("%w: %q repeated", ErrBadRequest, k)
+				return nil, fieldErr(k, problemRepeated)
 			}
 			out[k] = m
 		}
@@ -239,7 +278,16 @@ func boolField(obj []byte, idx map[string]member, key string) (bool, error) {
 	case "false", "null":
 		return false, nil
 	}
-	return false, fmt.Errorf("%w: %s is not a boolean", ErrBadRequest, key)
+	return false, fieldErr(key, problemBool)
+}
+
+// inside names a FieldError of a nested object by its parent too.
+func inside(parent string, err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fieldErr(parent+"."+fe.Field, fe.Problem)
+	}
+	return fmt.Errorf("%s: %w", parent, err)
 }
 
 // intField reads a non-negative integer member; ok is false when it is
@@ -249,11 +297,33 @@ func intField(obj []byte, idx map[string]member, key string) (int64, bool, error
 	if !ok || string(obj[m.start:m.end]) == "null" {
 		return 0, false, nil
 	}
-	v, err := strconv.ParseInt(string(obj[m.start:m.end]), 10, 64)
+	raw := obj[m.start:m.end]
+	v, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil || v < 0 {
-		return 0, false, fmt.Errorf("%w: %s is not a count", ErrBadRequest, key)
+		return 0, false, fieldErr(key, countProblem(raw, err))
 	}
 	return v, true, nil
+}
+
+// countProblem says why raw, a JSON value, is not a non-negative count;
+// err is what strconv.ParseInt made of it.
+func countProblem(raw []byte, err error) string {
+	switch {
+	case raw[0] == '"':
+		return problemQuoted
+	case raw[0] != '-' && (raw[0] < '0' || raw[0] > '9'):
+		return problemNotInt
+	case bytes.ContainsAny(raw, ".eE"):
+		if raw[0] == '-' {
+			return problemNegative
+		}
+		return problemFraction
+	case raw[0] == '-':
+		return problemNegative
+	case errors.Is(err, strconv.ErrRange):
+		return problemTooLarge
+	}
+	return problemNotInt
 }
 
 // splice returns a copy of b with b[from:to] replaced by s.

@@ -205,3 +205,43 @@ func decodeNumbers(b []byte, v any) error {
 	dec.UseNumber()
 	return dec.Decode(v)
 }
+
+// A refused member is named, with what is wrong, and never quoted.
+func TestFieldError(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body, field, problem string
+	}{
+		{`{"max_tokens":-1}`, "max_tokens", problemNegative},
+		{`{"max_tokens":-1.5}`, "max_tokens", problemNegative},
+		{`{"max_tokens":"5"}`, "max_tokens", problemQuoted},
+		{`{"max_completion_tokens":5.5}`, "max_completion_tokens", problemFraction},
+		{`{"max_output_tokens":1E3}`, "max_output_tokens", problemFraction},
+		{`{"max_tokens":99999999999999999999}`, "max_tokens", problemTooLarge},
+		{`{"n":[1]}`, "n", problemNotInt},
+		{`{"n":0}`, "n", problemBelowOne},
+		{`{"model":{}}`, "model", problemString},
+		{`{"stream":1}`, "stream", problemBool},
+		{`{"n":1,"n":2}`, "n", problemRepeated},
+		{`{"stream":true,"stream_options":7}`, "stream_options", problemObject},
+		{`{"stream":true,"stream_options":{"include_usage":"x"}}`,
+			"stream_options.include_usage", problemBool},
+		{`{"stream":true,"stream_options":{"include_usage":1,"include_usage":2}}`,
+			"stream_options.include_usage", problemRepeated},
+	}
+	for _, tt := range tests {
+		_, err := ParseRequest([]byte(tt.body))
+		if err == nil {
+			_, _, err = PrepareRequest([]byte(tt.body))
+		}
+		var fe *FieldError
+		if !errors.As(err, &fe) || !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s: got %v, want a FieldError matching ErrBadRequest", tt.body, err)
+			continue
+		}
+		if fe.Field != tt.field || fe.Problem != tt.problem {
+			t.Errorf("%s: got %s %q, want %s %q", tt.body, fe.Field, fe.Problem,
+				tt.field, tt.problem)
+		}
+	}
+}
