@@ -34,6 +34,7 @@ type call struct {
 
 	url      *url.URL
 	endpoint string
+	kind     endpoint
 	user     int64
 	req      prepared
 	// reserveTokens is the reservation's size in tokens (0 when no user

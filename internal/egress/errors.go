@@ -15,6 +15,8 @@ type apiError struct {
 	typ     string
 	code    string
 	message string
+	// param names the request member at fault, "" for none.
+	param string
 	// outcome is the Metrics outcome of a refusal.
 	outcome string
 	// retryAfter, when positive, is sent as Retry-After.
@@ -72,6 +74,12 @@ var (
 	errBadBody = apiError{
 		status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request_body",
 		message: "the request body is not a JSON object the egress can read",
+		outcome: RefusedBadRequest,
+	}
+	errEncoding = apiError{
+		status: http.StatusUnsupportedMediaType, typ: typeInvalidRequest,
+		code:    "unsupported_content_encoding",
+		message: "the egress reads request bodies only uncompressed (no Content-Encoding)",
 		outcome: RefusedBadRequest,
 	}
 	errBodyRead = apiError{
@@ -141,9 +149,10 @@ func noKey(retryAfter time.Duration) apiError {
 // wireError is OpenAI's error body.
 type wireError struct {
 	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    string `json:"code"`
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    string  `json:"code"`
 	} `json:"error"`
 }
 
@@ -153,6 +162,9 @@ func (e apiError) write(w http.ResponseWriter) {
 	body.Error.Message = e.message
 	body.Error.Type = e.typ
 	body.Error.Code = e.code
+	if e.param != "" {
+		body.Error.Param = &e.param
+	}
 	b, _ := json.Marshal(body) // cannot fail: strings only
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

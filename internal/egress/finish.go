@@ -120,7 +120,7 @@ func (h *Handler) cost(c *call) int64 {
 		return h.unitsFor(c.result.Usage.Total)
 	case c.status < 200 || c.status >= 300:
 		return 0
-	case !c.result.EOF || reportsUsage(c.url.Path):
+	case !c.result.EOF || c.kind.metered():
 		return h.unitsFor(c.reserveTokens)
 	}
 	return 0

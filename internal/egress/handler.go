@@ -89,11 +89,16 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 	}
 	c.url = u
 	c.endpoint = truncate(u.Path, maxEndpointLen)
+	c.kind = endpointOf(r.URL.EscapedPath())
 
-	// 2. The body, read whole, made to ask for usage.
-	body, e := h.readBody(w, r)
+	// 2. The body, uncompressed, read whole, made to ask for usage.
+	e = checkEncoding(r.Header)
+	var body []byte
 	if e == nil {
-		c.req, e = prepare(u.Path, r.Header.Get("Content-Type"), body)
+		body, e = h.readBody(w, r)
+	}
+	if e == nil {
+		c.req, e = prepare(c.kind, r.Header.Get("Content-Type"), body)
 	}
 	if e != nil {
 		h.refuse(w, r, *e, nil)

@@ -2,16 +2,12 @@ package egress
 
 import (
 	"errors"
-	"io"
 	"math"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
 )
@@ -174,101 +170,6 @@ func fromBrowser(hd http.Header) bool {
 		}
 	}
 	return false
-}
-
-// readBody reads the whole request body, at most MaxRequestBytes and
-// within BodyTimeout. A declared length over the limit is refused before
-// anything is read, so no "100 Continue" goes out.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
-	limit := h.opts.MaxRequestBytes
-	if r.ContentLength > limit {
-		return nil, &errTooLarge
-	}
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-
-	// A writer that cannot set deadlines (a test recorder) reads
-	// without one.
-	rc := http.NewResponseController(w)
-	deadline := rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout)) == nil
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err == nil {
-		if deadline {
-			_ = rc.SetReadDeadline(time.Time{})
-		}
-		return b, nil
-	}
-
-	// The rest of the body is never read: the connection closes after
-	// the answer, and the deadline stays, so that the server does not
-	// wait for the body before answering.
-	w.Header().Set("Connection", "close")
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, &errTooLarge
-	case errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
-		return nil, &errBodyTimeout
-	}
-	return nil, &errBodyRead
-}
-
-// prepared is the request body as sent upstream, and what was read from
-// it.
-type prepared struct {
-	body []byte
-	info usage.RequestInfo
-	// strip: a streamed answer's usage-only chunk is the egress's own
-	// addition and must not reach the app.
-	strip bool
-}
-
-// prepare parses a JSON body and, for a streamed chat completions or
-// completions request, makes it ask for usage. Other bodies pass as they
-// are.
-func prepare(path, contentType string, body []byte) (prepared, *apiError) {
-	p := prepared{body: body, info: usage.RequestInfo{N: 1}}
-	if len(body) == 0 || !isJSON(contentType) {
-		return p, nil
-	}
-	info, err := usage.ParseRequest(body)
-	if err != nil {
-		return p, &errBadBody
-	}
-	p.info = info
-	if !info.Stream || !asksCompletions(path) {
-		return p, nil
-	}
-	out, appAsked, err := usage.PrepareRequest(body)
-	if err != nil {
-		return p, &errBadBody
-	}
-	p.body, p.strip = out, !appAsked
-	return p, nil
-}
-
-// isJSON reports whether a Content-Type is JSON.
-func isJSON(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return false
-	}
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
-}
-
-// asksCompletions reports whether path is a chat completions or
-// completions endpoint (where stream_options.include_usage applies).
-func asksCompletions(path string) bool {
-	return strings.HasSuffix(path, "/completions")
-}
-
-// reportsUsage reports whether path is an endpoint whose successful
-// answer always carries usage.
-func reportsUsage(path string) bool {
-	return strings.HasSuffix(path, "/completions") ||
-		strings.HasSuffix(path, "/embeddings") ||
-		strings.HasSuffix(path, "/responses")
 }
 
 // promptBytesPerToken sizes the prompt estimate: ceil(body bytes / 4).
