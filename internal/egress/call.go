@@ -36,7 +36,11 @@ type call struct {
 	endpoint string
 	kind     endpoint
 	user     int64
-	req      prepared
+	// spends: the call may spend tokens and names a user, who pays its
+	// cost; charged: that cost goes to the Budget.
+	spends  bool
+	charged bool
+	req     prepared
 	// reserveTokens is the reservation's size in tokens (0 when no user
 	// is named); reservedUnits is what the Budget holds (0 when none).
 	reserveTokens int64

@@ -1,6 +1,9 @@
 package egress
 
-import "strings"
+import (
+	"net/http"
+	"strings"
+)
 
 // endpoint is what the egress knows of an API path: whether a successful
 // answer reports token usage, and how a request caps its completion.
@@ -43,4 +46,16 @@ func (e endpoint) metered() bool { return e != endpointOther }
 // (stream_options.include_usage); the Responses API reports it unasked.
 func (e endpoint) streamUsage() bool {
 	return e == endpointChat || e == endpointCompletions
+}
+
+// spends reports whether a request method may spend tokens: every method
+// but those that only read or delete. Such a call is charged to the user
+// it names.
+func spends(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete,
+		http.MethodTrace:
+		return false
+	}
+	return true
 }

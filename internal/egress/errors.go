@@ -56,6 +56,12 @@ var (
 			"a browser's Sec-Fetch-* header is refused",
 		outcome: RefusedForbidden,
 	}
+	errUnmetered = apiError{
+		status: http.StatusForbidden, typ: typePermission, code: "unmetered_endpoint",
+		message: "the egress cannot read the token usage of this endpoint, so a call " +
+			"charged to a user's budget cannot go to it",
+		outcome: RefusedForbidden,
+	}
 	errBodyTimeout = apiError{
 		status: http.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",
 		message: "the request body did not arrive in time",

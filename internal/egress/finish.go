@@ -110,20 +110,24 @@ func (h *Handler) charge(c *call) int64 {
 	return charged
 }
 
-// cost is what a call that reached the upstream costs, in units: its
-// reported usage; nothing without a 2xx answer; the reservation for a 2xx
-// answer without usage that was cut short or whose endpoint reports
-// usage; nothing otherwise (see the package comment).
+// cost is what a call that reached the upstream costs, in units: nothing
+// without a 2xx answer; its usage when the answer reported one, read
+// without a failure and not zero; else, when the answer was cut short
+// or its endpoint reports usage, the reservation (or the usage read, if
+// larger); else (listing models, files) what it reported, usually
+// nothing. See the package comment.
 func (h *Handler) cost(c *call) int64 {
+	r := c.result
+	used := h.unitsFor(r.Usage.Total)
 	switch {
-	case c.result.Usage.Found:
-		return h.unitsFor(c.result.Usage.Total)
 	case c.status < 200 || c.status >= 300:
 		return 0
-	case !c.result.EOF || c.kind.metered():
-		return h.unitsFor(c.reserveTokens)
+	case r.Usage.Found && r.Usage.Total > 0 && r.Failures == 0:
+		return used
+	case !r.EOF || c.kind.metered():
+		return max(used, h.unitsFor(c.reserveTokens))
 	}
-	return 0
+	return used
 }
 
 // record is the call's Record.

@@ -90,6 +90,13 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 	c.url = u
 	c.endpoint = truncate(u.Path, maxEndpointLen)
 	c.kind = endpointOf(r.URL.EscapedPath())
+	c.spends = c.user > 0 && spends(r.Method)
+	c.charged = c.spends && h.opts.Budget != nil
+	if c.charged && !c.kind.metered() {
+		// A budget cannot cover what cannot be metered.
+		h.refuse(w, r, errUnmetered, nil)
+		return
+	}
 
 	// 2. The body, uncompressed, read whole, made to ask for usage.
 	e = checkEncoding(r.Header)
@@ -112,7 +119,7 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 4. The user's budget.
-	if c.user > 0 && r.Method == http.MethodPost {
+	if c.spends {
 		c.reserveTokens = h.reservation(len(c.req.body), c.req.info)
 	}
 	if e, err := h.reserve(c); e != nil {
