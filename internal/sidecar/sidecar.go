@@ -278,6 +278,9 @@ func bcryptCache(n int) int {
 	return n
 }
 
+// proxyLabel is the access-log endpoint of proxied requests, built once.
+var proxyLabel = logging.NewLabel("proxy")
+
 // ServeHTTP routes a public request: Zimmer endpoints on their exact
 // cleaned paths, everything else to the app through the proxy.
 func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +291,7 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	logging.FromContext(r.Context()).SetEndpoint("proxy")
+	logging.FromContext(r.Context()).SetLabel(proxyLabel)
 	snap.proxy.ServeHTTP(w, r)
 }
 
