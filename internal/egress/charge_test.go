@@ -79,3 +79,31 @@ func TestChargedUnknownUsageSettledAtReservation(t *testing.T) {
 		})
 	}
 }
+
+// A cap too large to reserve, by overflow or past the ledger's bound for
+// one call, is the request's problem: 400, never a retryable 5xx.
+func TestReservationTooLarge(t *testing.T) {
+	t.Parallel()
+	up, seen := okUpstream(t)
+	budget := newBudget(t, map[int64]int64{1: 1 << 40})
+	budget.maxUnits = 1_000_000
+	e := newEnv(t, up.URL, 1, func(o *Options) { o.Budget = budget })
+	for _, body := range []string{
+		`{"model":"m","max_tokens":9223372036854775807}`,
+		`{"model":"m","max_tokens":4611686018427387904,"n":2}`,
+		`{"model":"m","max_tokens":100000,"n":100000}`,
+	} {
+		resp, got := e.do("POST", "/v1/chat/completions", body,
+			http.Header{DefaultUserHeader: {"1"}})
+		if resp.StatusCode != 400 || decodeError(t, got).Error.Code != "reservation_too_large" {
+			t.Errorf("%s: got %d %s, want 400 reservation_too_large", body, resp.StatusCode, got)
+		}
+	}
+	if n := len(seen.all()); n != 0 {
+		t.Errorf("the upstream got %d requests", n)
+	}
+	if got := budget.balance(1); got != 1<<40 {
+		t.Errorf("balance %d, want it untouched", got)
+	}
+	e.wait()
+}

@@ -108,6 +108,13 @@ var (
 		message: "no balance exists for this user_automation_id",
 		outcome: RefusedBudget,
 	}
+	errReservationTooLarge = apiError{
+		status: http.StatusBadRequest, typ: typeInvalidRequest, code: "reservation_too_large",
+		message: "this call would reserve more of the user's budget than one call may: " +
+			"lower max_tokens (max_completion_tokens, max_output_tokens) or n, " +
+			"or send a shorter request",
+		outcome: RefusedBadRequest,
+	}
 	errBudgetDown = apiError{
 		status: http.StatusServiceUnavailable, typ: typeServer, code: "budget_unavailable",
 		message:    "the egress could not check the user's balance",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 )
 
 // Handler is the egress for one upstream. It is safe for concurrent use.
@@ -120,7 +120,15 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 
 	// 4. The user's budget.
 	if c.spends {
-		c.reserveTokens = h.reservation(len(c.req.body), c.req.info)
+		tokens, ok := h.reservation(len(c.req.body), c.req.info)
+		switch {
+		case !ok && c.charged:
+			h.refuse(w, r, errReservationTooLarge, nil)
+			return
+		case !ok:
+			tokens = math.MaxInt64 // only recorded, never held
+		}
+		c.reserveTokens = tokens
 	}
 	if e, err := h.reserve(c); e != nil {
 		h.refuse(w, r, *e, err)
@@ -129,33 +137,6 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 
 	// 5. The call itself.
 	h.run(c, w, r)
-}
-
-// reserve holds the call's reservation when a Budget applies.
-func (h *Handler) reserve(c *call) (*apiError, error) {
-	b := h.opts.Budget
-	if b == nil || c.reserveTokens == 0 {
-		return nil, nil
-	}
-	units := h.unitsFor(c.reserveTokens)
-	ctx, cancel := h.finalizeContext()
-	defer cancel()
-	ok, err := b.Reserve(ctx, c.user, c.id, units)
-	switch {
-	case errors.Is(err, metering.ErrUnknownAccount):
-		return &errUnknownUser, nil
-	case err != nil:
-		// The hold may exist: give it back.
-		if rerr := b.Release(ctx, c.user, c.id); rerr != nil {
-			h.opts.Logger.Debug("egress release after failed reserve",
-				slog.String("call_id", c.id), slog.String("err", h.errText(rerr)))
-		}
-		return &errBudgetDown, fmt.Errorf("reserve %d units: %w", units, err)
-	case !ok:
-		return &errBudget, nil
-	}
-	c.reservedUnits = units
-	return nil, nil
 }
 
 // refuse answers e without any upstream call, and logs the cause.

@@ -102,6 +102,9 @@ type fakeBudget struct {
 	balances map[int64]int64
 	holds    map[string]*hold
 	err      error // returned by Reserve
+	// maxUnits, when positive, bounds one Reserve as the ledger does
+	// (metering.ErrInvalidUnits beyond).
+	maxUnits int64
 }
 
 var _ Budget = (*fakeBudget)(nil)
@@ -118,6 +121,9 @@ func (b *fakeBudget) Reserve(_ context.Context, user int64, id string, units int
 	}
 	if _, dup := b.holds[id]; dup {
 		b.t.Errorf("second Reserve of call %s", id)
+	}
+	if b.maxUnits > 0 && units > b.maxUnits {
+		return false, fmt.Errorf("fake budget: %w", metering.ErrInvalidUnits)
 	}
 	bal, ok := b.balances[user]
 	if !ok {

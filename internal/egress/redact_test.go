@@ -90,16 +90,22 @@ func TestReservationAndUnits(t *testing.T) {
 		bodyLen int
 		info    usage.RequestInfo
 		want    int64
+		wantOK  bool
 	}{
-		{"no cap", 40, usage.RequestInfo{N: 1}, 10 + 500},
-		{"cap", 41, usage.RequestInfo{N: 1, MaxTokens: 100}, 11 + 100},
-		{"cap times n", 0, usage.RequestInfo{N: 3, MaxTokens: 100}, 300},
-		{"huge cap saturates", 8, usage.RequestInfo{N: 1 << 40, MaxTokens: 1 << 40},
-			1<<63 - 1},
+		{"no cap", 40, usage.RequestInfo{N: 1}, 10 + 500, true},
+		{"no cap times n", 0, usage.RequestInfo{N: 3}, 1500, true},
+		{"cap", 41, usage.RequestInfo{N: 1, MaxTokens: 100}, 11 + 100, true},
+		{"cap times n", 0, usage.RequestInfo{N: 3, MaxTokens: 100}, 300, true},
+		{"largest cap", 0, usage.RequestInfo{N: 1, MaxTokens: 1<<63 - 1}, 1<<63 - 1, true},
+		{"cap plus prompt overflows", 8, usage.RequestInfo{N: 1, MaxTokens: 1<<63 - 1},
+			0, false},
+		{"cap times n overflows", 0, usage.RequestInfo{N: 1 << 40, MaxTokens: 1 << 40},
+			0, false},
 	}
 	for _, tt := range tests {
-		if got := h.reservation(tt.bodyLen, tt.info); got != tt.want {
-			t.Errorf("%s: reservation %d, want %d", tt.name, got, tt.want)
+		got, ok := h.reservation(tt.bodyLen, tt.info)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("%s: reservation %d %v, want %d %v", tt.name, got, ok, tt.want, tt.wantOK)
 		}
 	}
 	for tokens, want := range map[int64]int64{0: 0, 1: 1, 10: 1, 11: 2, 75: 8, -3: 0} {

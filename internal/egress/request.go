@@ -2,14 +2,11 @@ package egress
 
 import (
 	"errors"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
 )
 
 // target returns the upstream URL for the app's request, or the refusal.
@@ -170,53 +167,6 @@ func fromBrowser(hd http.Header) bool {
 		}
 	}
 	return false
-}
-
-// promptBytesPerToken sizes the prompt estimate: ceil(body bytes / 4).
-const promptBytesPerToken = 4
-
-// reservation returns the tokens to reserve for a call: the prompt
-// estimated from the body's size, plus max_tokens × n when the request
-// names a cap, else ReserveTokens.
-func (h *Handler) reservation(bodyLen int, info usage.RequestInfo) int64 {
-	prompt := (int64(bodyLen) + promptBytesPerToken - 1) / promptBytesPerToken
-	completion := h.opts.ReserveTokens
-	if info.MaxTokens > 0 {
-		completion = mulSat(info.MaxTokens, max(info.N, 1))
-	}
-	return addSat(prompt, completion)
-}
-
-// maxCompletion is what Pool.Acquire is told: the cap times n, 0 when
-// the request names none.
-func maxCompletion(info usage.RequestInfo) int64 {
-	if info.MaxTokens <= 0 {
-		return 0
-	}
-	return mulSat(info.MaxTokens, max(info.N, 1))
-}
-
-// unitsFor converts tokens to budget units, rounding up.
-func (h *Handler) unitsFor(tokens int64) int64 {
-	if tokens <= 0 {
-		return 0
-	}
-	per := h.opts.TokensPerUnit
-	return tokens/per + min(tokens%per, 1)
-}
-
-func mulSat(a, b int64) int64 {
-	if a > 0 && b > 0 && a > math.MaxInt64/b {
-		return math.MaxInt64
-	}
-	return a * b
-}
-
-func addSat(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
 }
 
 // isTimeout reports whether err is a network timeout.

@@ -1,0 +1,101 @@
+package egress
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/usage"
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
+)
+
+// promptBytesPerToken sizes the prompt estimate: ceil(body bytes / 4).
+const promptBytesPerToken = 4
+
+// reservation returns the tokens to reserve for a call: the prompt
+// estimated from the body's size, plus the completion cap (max_tokens,
+// else ReserveTokens) times n. ok is false when that overflows int64.
+func (h *Handler) reservation(bodyLen int, info usage.RequestInfo) (tokens int64, ok bool) {
+	prompt := (int64(bodyLen) + promptBytesPerToken - 1) / promptBytesPerToken
+	limit := h.opts.ReserveTokens
+	if info.MaxTokens > 0 {
+		limit = info.MaxTokens
+	}
+	completion, ok := mulChecked(limit, max(info.N, 1))
+	if !ok {
+		return 0, false
+	}
+	return addChecked(prompt, completion)
+}
+
+// maxCompletion is what Pool.Acquire is told: the cap times n, 0 when
+// the request names none.
+func maxCompletion(info usage.RequestInfo) int64 {
+	if info.MaxTokens <= 0 {
+		return 0
+	}
+	return mulSat(info.MaxTokens, max(info.N, 1))
+}
+
+// unitsFor converts tokens to budget units, rounding up.
+func (h *Handler) unitsFor(tokens int64) int64 {
+	if tokens <= 0 {
+		return 0
+	}
+	per := h.opts.TokensPerUnit
+	return tokens/per + min(tokens%per, 1)
+}
+
+func mulSat(a, b int64) int64 {
+	if a > 0 && b > 0 && a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+// mulChecked and addChecked multiply and add non-negative numbers; ok
+// is false on overflow.
+func mulChecked(a, b int64) (int64, bool) {
+	if a > 0 && b > 0 && a > math.MaxInt64/b {
+		return 0, false
+	}
+	return a * b, true
+}
+
+func addChecked(a, b int64) (int64, bool) {
+	if a > math.MaxInt64-b {
+		return 0, false
+	}
+	return a + b, true
+}
+
+// reserve holds the call's reservation when a Budget applies.
+func (h *Handler) reserve(c *call) (*apiError, error) {
+	b := h.opts.Budget
+	if b == nil || c.reserveTokens == 0 {
+		return nil, nil
+	}
+	units := h.unitsFor(c.reserveTokens)
+	ctx, cancel := h.finalizeContext()
+	defer cancel()
+	ok, err := b.Reserve(ctx, c.user, c.id, units)
+	switch {
+	case errors.Is(err, metering.ErrUnknownAccount):
+		return &errUnknownUser, nil
+	case errors.Is(err, metering.ErrInvalidUnits):
+		// Past the ledger's bound for one call: nothing is held.
+		return &errReservationTooLarge, nil
+	case err != nil:
+		// The hold may exist: give it back.
+		if rerr := b.Release(ctx, c.user, c.id); rerr != nil {
+			h.opts.Logger.Debug("egress release after failed reserve",
+				slog.String("call_id", c.id), slog.String("err", h.errText(rerr)))
+		}
+		return &errBudgetDown, fmt.Errorf("reserve %d units: %w", units, err)
+	case !ok:
+		return &errBudget, nil
+	}
+	c.reservedUnits = units
+	return nil, nil
+}
