@@ -80,7 +80,8 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 		return nil, err
 	}
 	e.box = outbox.New(e.store, outbox.Options{
-		Consume: ec.Budget.Enabled && ec.Budget.PlatformLedger,
+		Consume:     ec.Budget.Enabled && ec.Budget.PlatformLedger,
+		SkipReports: !ec.ReportUsage,
 	})
 	if ec.Budget.Enabled {
 		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log, rec)

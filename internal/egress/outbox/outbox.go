@@ -12,6 +12,9 @@ type Options struct {
 	// with Units > 0 and a UserAutomationID > 0 then also yields a
 	// consume item.
 	Consume bool
+	// SkipReports stores no usage report for leased keys (the platform
+	// is not told about their usage).
+	SkipReports bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -63,12 +66,12 @@ func (o *Outbox) Enqueue(ctx context.Context, r Record) error {
 }
 
 // Items returns the pending items r needs, due now: a report when the
-// key was leased, a consume when forwarding is on and the call charged a
-// user.
+// key was leased (unless SkipReports), a consume when forwarding is on and
+// the call charged a user.
 func (o *Outbox) Items(r Record) []Item {
 	now := o.opts.Now()
 	var items []Item
-	if r.Leased {
+	if r.Leased && !o.opts.SkipReports {
 		items = append(items, newItem(KindReport, r, now))
 	}
 	if o.opts.Consume && r.Units > 0 && r.UserAutomationID > 0 {

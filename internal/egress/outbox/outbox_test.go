@@ -20,23 +20,27 @@ func TestItemsOfARecord(t *testing.T) {
 		consume bool
 		rec     Record
 		want    []Kind
+		skip    bool // SkipReports
 	}{
-		{"leased", false, leased(1), []Kind{KindReport}},
-		{"leased and charged, forwarding off", false, charged(1, 5), []Kind{KindReport}},
-		{"leased and charged", true, charged(1, 5), []Kind{KindReport, KindConsume}},
-		{"static key, charged", true, static, []Kind{KindConsume}},
-		{"no units", true, noUnits, []Kind{KindReport}},
-		{"no user", true, noUser, []Kind{KindReport}},
+		{"leased", false, leased(1), []Kind{KindReport}, false},
+		{"leased, reports off", false, leased(1), nil, true},
+		{"leased and charged, reports off", true, charged(1, 5), []Kind{KindConsume}, true},
+		{"leased and charged, forwarding off", false, charged(1, 5), []Kind{KindReport}, false},
+		{"leased and charged", true, charged(1, 5), []Kind{KindReport, KindConsume}, false},
+		{"static key, charged", true, static, []Kind{KindConsume}, false},
+		{"no units", true, noUnits, []Kind{KindReport}, false},
+		{"no user", true, noUser, []Kind{KindReport}, false},
 		{"static key, nothing charged", true, func() Record {
 			r := leased(1)
 			r.Leased = false
 			return r
-		}(), nil},
+		}(), nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			now := t0.Add(time.Minute)
-			ob := New(nil, Options{Consume: tt.consume, Now: func() time.Time { return now }})
+			ob := New(nil, Options{Consume: tt.consume, SkipReports: tt.skip,
+				Now: func() time.Time { return now }})
 			var got []Kind
 			for _, it := range ob.Items(tt.rec) {
 				got = append(got, it.Kind)
