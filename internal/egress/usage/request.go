@@ -168,8 +168,7 @@ func parseRequest(body []byte) (RequestInfo, error) {
 	if err != nil {
 		return RequestInfo{}, err
 	}
-	top, err := index(ms, "model", "stream", "n",
-		"max_tokens", "max_completion_tokens", "max_output_tokens")
+	top, err := index(ms, append([]string{"model", "stream", "n"}, capKeys...)...)
 	if err != nil {
 		return RequestInfo{}, err
 	}
@@ -183,9 +182,7 @@ func parseRequest(body []byte) (RequestInfo, error) {
 	if info.Stream, err = boolField(body, top, "stream"); err != nil {
 		return RequestInfo{}, err
 	}
-	for _, key := range []string{
-		"max_tokens", "max_completion_tokens", "max_output_tokens",
-	} {
+	for _, key := range capKeys {
 		v, _, err := intField(body, top, key)
 		if err != nil {
 			return RequestInfo{}, err
@@ -203,6 +200,68 @@ func parseRequest(body []byte) (RequestInfo, error) {
 		info.N = n
 	}
 	return info, nil
+}
+
+// capKeys are the token cap members of the OpenAI APIs.
+var capKeys = []string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
+
+// TokenCaps returns the token caps a request body gives (max_tokens,
+// max_completion_tokens, max_output_tokens), by member name; an absent
+// or null member is left out. Its errors are ParseRequest's.
+func TokenCaps(body []byte) (map[string]int64, error) {
+	ms, _, err := object(body)
+	if err != nil {
+		return nil, fmt.Errorf("token caps: %w", err)
+	}
+	top, err := index(ms, capKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("token caps: %w", err)
+	}
+	caps := make(map[string]int64, len(capKeys))
+	for _, key := range capKeys {
+		v, ok, err := intField(body, top, key)
+		if err != nil {
+			return nil, fmt.Errorf("token caps: %w", err)
+		}
+		if ok {
+			caps[key] = v
+		}
+	}
+	return caps, nil
+}
+
+// SetCap returns body with the top-level member key set to v when the
+// body has it null or not at all: a null is replaced in place, a missing
+// member is added before the closing brace; every other byte is kept. A
+// body that gives key another value is returned unchanged. A body that
+// is not a JSON object, or repeats key, is an error wrapping
+// ErrBadRequest.
+func SetCap(body []byte, key string, v int64) ([]byte, error) {
+	ms, closing, err := object(body)
+	if err != nil {
+		return body, fmt.Errorf("set %s: %w", key, err)
+	}
+	top, err := index(ms, key)
+	if err != nil {
+		return body, fmt.Errorf("set %s: %w", key, err)
+	}
+	value := strconv.FormatInt(v, 10)
+	m, ok := top[key]
+	switch {
+	case ok && string(body[m.start:m.end]) == "null":
+		return splice(body, m.start, m.end, value), nil
+	case ok:
+		return body, nil
+	}
+	name, err := json.Marshal(key)
+	if err != nil {
+		return body, fmt.Errorf("set %s: %w", key, err)
+	}
+	add := string(name) + ":" + value
+	if len(ms) > 0 {
+		add = "," + add
+	}
+	return splice(body, closing, closing, add), nil
 }
 
 // member is one member of a JSON object: its key and its value's bytes,

@@ -245,3 +245,97 @@ func TestFieldError(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenCaps(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body    string
+		want    map[string]int64
+		wantErr bool
+	}{
+		{`{"model":"m"}`, map[string]int64{}, false},
+		{`{"max_tokens":null,"max_output_tokens":0}`, map[string]int64{"max_output_tokens": 0},
+			false},
+		{`{"max_tokens":5,"max_completion_tokens":7}`,
+			map[string]int64{"max_tokens": 5, "max_completion_tokens": 7}, false},
+		{`{"max_tokens":-5}`, nil, true},
+		{`{"max_tokens":5,"max_tokens":6}`, nil, true},
+		{`[1]`, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := TokenCaps([]byte(tt.body))
+		if (err != nil) != tt.wantErr || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: got %v, %v; want %v (error %v)", tt.body, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestSetCap(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body, want string
+		wantErr          bool
+	}{
+		{"added", `{"model":"m"}`, `{"model":"m","max_tokens":64}`, false},
+		{"added to an empty object", "{ }\n", "{ \"max_tokens\":64}\n", false},
+		{"null replaced in place", `{"max_tokens" : null, "x":1}`,
+			`{"max_tokens" : 64, "x":1}`, false},
+		{"given kept", `{"max_tokens":5}`, `{"max_tokens":5}`, false},
+		{"escaped key matched", `{"max\u005ftokens":null}`, `{"max\u005ftokens":64}`, false},
+		{"repeated", `{"max_tokens":null,"max_tokens":null}`, "", true},
+		{"not an object", `"x"`, "", true},
+	}
+	for _, tt := range tests {
+		got, err := SetCap([]byte(tt.body), "max_tokens", 64)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%s: error %v, want error %v", tt.name, err, tt.wantErr)
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) || string(got) != tt.body {
+				t.Errorf("%s: got %q, %v; want the body unchanged and ErrBadRequest",
+					tt.name, got, err)
+			}
+			continue
+		}
+		if string(got) != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+		if !json.Valid(got) {
+			t.Errorf("%s: %q is not JSON", tt.name, got)
+		}
+	}
+}
+
+// FuzzSetCap: whatever the object, a cap set is read back, and the body
+// stays JSON.
+func FuzzSetCap(f *testing.F) {
+	f.Add(`{"model":"m"}`)
+	f.Add(`{"max_tokens":null}`)
+	f.Add(`{ }`)
+	f.Add(`{"max_tokens":3,"x":[{}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		before, err := TokenCaps([]byte(body))
+		if err != nil {
+			return
+		}
+		out, err := SetCap([]byte(body), "max_tokens", 64)
+		if err != nil {
+			t.Fatalf("TokenCaps read %q but SetCap: %v", body, err)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%q is not JSON", out)
+		}
+		after, err := TokenCaps(out)
+		if err != nil {
+			t.Fatalf("%q: %v", out, err)
+		}
+		want, given := before["max_tokens"]
+		if !given {
+			want = 64
+		}
+		if after["max_tokens"] != want {
+			t.Fatalf("%q: max_tokens %d, want %d", out, after["max_tokens"], want)
+		}
+	})
+}
