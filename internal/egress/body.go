@@ -96,9 +96,14 @@ func bodyError(err error) *apiError {
 	if !errors.As(err, &fe) {
 		return &errBadBody
 	}
+	return fieldError(fe.Field, fe.Problem)
+}
+
+// fieldError is the answer to a request member with a bad value.
+func fieldError(field, problem string) *apiError {
 	e := errBadBody
-	e.message = "the request body's " + fe.Field + " " + fe.Problem
-	e.param = fe.Field
+	e.message = "the request body's " + field + " " + problem
+	e.param = field
 	return &e
 }
 

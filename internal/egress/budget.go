@@ -29,6 +29,50 @@ func (h *Handler) reservation(bodyLen int, info usage.RequestInfo) (tokens int64
 	return addChecked(prompt, completion)
 }
 
+// capCompletion bounds the completion of a charged call, so that its
+// cost stays near its reservation: the body must be a JSON object; a cap
+// the endpoint reads, when given, must be at least 1 (some servers read
+// 0 as no cap); when none is given, ReserveTokens is set in the
+// endpoint's member. p.info.MaxTokens is then the cap the endpoint reads
+// (0 for embeddings, which have none): caps in members the endpoint
+// ignores do not count.
+func (h *Handler) capCompletion(p *prepared, ep endpoint) *apiError {
+	if len(p.body) == 0 {
+		return &errBadBody
+	}
+	fields := ep.capFields()
+	if len(fields) == 0 {
+		p.info.MaxTokens = 0
+		return nil
+	}
+	caps, err := usage.TokenCaps(p.body)
+	if err != nil {
+		return bodyError(err)
+	}
+
+	var limit int64
+	given := false
+	for _, f := range fields {
+		v, ok := caps[f]
+		if !ok {
+			continue
+		}
+		if v < 1 {
+			return fieldError(f, "must be at least 1")
+		}
+		limit, given = max(limit, v), true
+	}
+	if !given {
+		out, err := usage.SetCap(p.body, fields[0], h.opts.ReserveTokens)
+		if err != nil {
+			return bodyError(err)
+		}
+		p.body, limit = out, h.opts.ReserveTokens
+	}
+	p.info.MaxTokens = limit
+	return nil
+}
+
 // maxCompletion is what Pool.Acquire is told: the cap times n, 0 when
 // the request names none.
 func maxCompletion(info usage.RequestInfo) int64 {

@@ -3,6 +3,8 @@ package egress
 import (
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -106,4 +108,131 @@ func TestReservationTooLarge(t *testing.T) {
 		t.Errorf("balance %d, want it untouched", got)
 	}
 	e.wait()
+}
+
+// A charged call that names no completion cap is sent with the cap its
+// reservation was sized from, in the endpoint's own member; a call that
+// names one, and an uncharged call, are sent as they are.
+func TestChargedCallCapped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, path, body string
+		charged          bool
+		wantBody         string // "" means unchanged
+		wantCompletion   int64  // the reservation's completion part
+	}{
+		{"chat", "/v1/chat/completions", `{"model":"m","messages":[]}`, true,
+			`{"model":"m","messages":[],"max_completion_tokens":300}`, 300},
+		{"chat, n=2", "/v1/chat/completions", `{"model":"m","n":2,"messages":[]}`, true,
+			`{"model":"m","n":2,"messages":[],"max_completion_tokens":300}`, 600},
+		{"chat, null cap", "/v1/chat/completions",
+			`{"model":"m","max_completion_tokens":null}`, true,
+			`{"model":"m","max_completion_tokens":300}`, 300},
+		{"chat, max_tokens given", "/v1/chat/completions", `{"model":"m","max_tokens":50}`,
+			true, "", 50},
+		{"chat, a foreign cap only", "/v1/chat/completions",
+			`{"model":"m","max_output_tokens":5}`, true,
+			`{"model":"m","max_output_tokens":5,"max_completion_tokens":300}`, 300},
+		{"completions", "/v1/completions", `{"model":"m","prompt":"x"}`, true,
+			`{"model":"m","prompt":"x","max_tokens":300}`, 300},
+		{"responses", "/v1/responses", `{"model":"m","input":"x"}`, true,
+			`{"model":"m","input":"x","max_output_tokens":300}`, 300},
+		{"responses, cap given", "/v1/responses", `{"model":"m","max_output_tokens":20}`,
+			true, "", 20},
+		{"embeddings", "/v1/embeddings", `{"model":"m","input":"x"}`, true, "", 300},
+		{"uncharged", "/v1/chat/completions", `{"model":"m","messages":[]}`, false, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			up, seen := okUpstream(t)
+			budget := newBudget(t, map[int64]int64{1: 1 << 30})
+			e := newEnv(t, up.URL, 1, func(o *Options) {
+				o.Budget = budget
+				o.ReserveTokens = 300
+			})
+			var hdr http.Header
+			if tt.charged {
+				hdr = http.Header{DefaultUserHeader: {"1"}}
+			}
+			resp, body := e.do("POST", tt.path, tt.body, hdr)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d %s", resp.StatusCode, body)
+			}
+			want := tt.wantBody
+			if want == "" {
+				want = tt.body
+			}
+			sent := seen.all()[0].Body
+			if sent != want {
+				t.Errorf("upstream body %s, want %s", sent, want)
+			}
+			e.wait()
+			rec := e.sink.only(t)
+			h := budget.hold(rec.ID)
+			if !tt.charged {
+				if h != (hold{}) {
+					t.Errorf("hold %+v for an uncharged call", h)
+				}
+				return
+			}
+			if wantReserved := int64(len(sent)+3)/4 + tt.wantCompletion; h.reserved !=
+				wantReserved {
+				t.Errorf("reserved %d, want %d", h.reserved, wantReserved)
+			}
+		})
+	}
+}
+
+// A charged call with a cap of 0 (which some servers read as no cap) is
+// refused, naming the member.
+func TestChargedZeroCapRefused(t *testing.T) {
+	t.Parallel()
+	up, seen := okUpstream(t)
+	budget := newBudget(t, map[int64]int64{1: 1 << 30})
+	e := newEnv(t, up.URL, 1, func(o *Options) { o.Budget = budget })
+	resp, body := e.do("POST", "/v1/chat/completions", `{"model":"m","max_tokens":0}`,
+		http.Header{DefaultUserHeader: {"1"}})
+	if resp.StatusCode != 400 || !strings.Contains(decodeError(t, body).Error.Message,
+		"max_tokens must be at least 1") {
+		t.Errorf("got %d %s, want 400 naming max_tokens", resp.StatusCode, body)
+	}
+	if resp, body := e.do("POST", "/v1/chat/completions", "", http.Header{DefaultUserHeader: {"1"}}); resp.StatusCode != 400 {
+		t.Errorf("empty body: got %d %s, want 400", resp.StatusCode, body)
+	}
+	if n := len(seen.all()); n != 0 {
+		t.Errorf("the upstream got %d requests", n)
+	}
+	e.wait()
+}
+
+// A call that costs more than its user's balance can pay is charged what
+// is left, and the shortfall is logged and counted.
+func TestShortfallVisible(t *testing.T) {
+	t.Parallel()
+	up, _ := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ seenRequest) {
+		writeJSONAnswer(w, 200, chatAnswer(2, 2000)) // 2002 tokens
+	})
+	body := `{"model":"m","max_tokens":8}`
+	reserved := int64(len(body)+3)/4 + 8
+	budget := newBudget(t, map[int64]int64{1: reserved + 5})
+	e := newEnv(t, up.URL, 1, func(o *Options) { o.Budget = budget })
+	if resp, _ := e.do("POST", "/v1/chat/completions", body,
+		http.Header{DefaultUserHeader: {"1"}}); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	e.wait()
+	rec := e.sink.only(t)
+	if h := budget.hold(rec.ID); h.settled != reserved+5 || rec.Units != reserved+5 {
+		t.Errorf("hold %+v, record units %d: want %d charged", h, rec.Units, reserved+5)
+	}
+	if got, want := e.metrics.shortfall(), 2002-(reserved+5); got != want {
+		t.Errorf("shortfall metric %d, want %d", got, want)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, `level=WARN msg="egress budget shortfall" call_id=`+rec.ID) ||
+		!strings.Contains(logs, "cost=2002") ||
+		!strings.Contains(logs, "charged="+strconv.FormatInt(reserved+5, 10)) {
+		t.Errorf("no shortfall warning with call id, cost and charge:\n%s", logs)
+	}
 }

@@ -48,6 +48,20 @@ func (e endpoint) streamUsage() bool {
 	return e == endpointChat || e == endpointCompletions
 }
 
+// capFields are the completion cap members an endpoint reads, the one
+// the egress sets first; none for embeddings and others.
+func (e endpoint) capFields() []string {
+	switch e {
+	case endpointChat:
+		return []string{"max_completion_tokens", "max_tokens"}
+	case endpointCompletions:
+		return []string{"max_tokens"}
+	case endpointResponses:
+		return []string{"max_output_tokens"}
+	}
+	return nil
+}
+
 // spends reports whether a request method may spend tokens: every method
 // but those that only read or delete. Such a call is charged to the user
 // it names.

@@ -107,6 +107,15 @@ func (h *Handler) charge(c *call) int64 {
 			slog.String("err", h.errText(err)))
 		return units
 	}
+	if charged < units {
+		h.opts.Metrics.EgressShortfall(units - charged)
+		h.opts.Logger.Warn("egress budget shortfall",
+			slog.String("call_id", c.id),
+			slog.Int64("user_automation_id", c.user),
+			slog.Int64("cost", units),
+			slog.Int64("charged", charged),
+			slog.Int64("reserved", c.reservedUnits))
+	}
 	return charged
 }
 

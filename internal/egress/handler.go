@@ -98,7 +98,8 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// 2. The body, uncompressed, read whole, made to ask for usage.
+	// 2. The body, uncompressed, read whole, made to ask for usage and,
+	// when charged, capped.
 	e = checkEncoding(r.Header)
 	var body []byte
 	if e == nil {
@@ -106,6 +107,9 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 	}
 	if e == nil {
 		c.req, e = prepare(c.kind, r.Header.Get("Content-Type"), body)
+	}
+	if e == nil && c.charged {
+		e = h.capCompletion(&c.req, c.kind)
 	}
 	if e != nil {
 		h.refuse(w, r, *e, nil)

@@ -241,6 +241,7 @@ type countMetrics struct {
 	retries map[string]int
 	tokens  map[string]int
 	lost    int
+	short   int64
 }
 
 var _ Metrics = (*countMetrics)(nil)
@@ -271,6 +272,18 @@ func (m *countMetrics) EgressRecordLost() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lost++
+}
+
+func (m *countMetrics) EgressShortfall(units int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.short += units
+}
+
+func (m *countMetrics) shortfall() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.short
 }
 
 func (m *countMetrics) snapshot() (calls, retries, tokens map[string]int, lost int) {

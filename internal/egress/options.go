@@ -64,6 +64,9 @@ type Metrics interface {
 	// EgressRecordLost records that a call's Record could not be
 	// enqueued: its usage will not be reported.
 	EgressRecordLost()
+	// EgressShortfall adds the units a call cost beyond what
+	// Budget.Settle could charge its user (the balance ran out).
+	EgressShortfall(units int64)
 }
 
 // Refusal outcomes passed to Metrics.EgressCall for requests answered
@@ -97,6 +100,7 @@ func (NopMetrics) EgressCall(string, int)  {}
 func (NopMetrics) EgressRetry(string)      {}
 func (NopMetrics) Tokens(string, int, int) {}
 func (NopMetrics) EgressRecordLost()       {}
+func (NopMetrics) EgressShortfall(int64)   {}
 
 // AuthStyle is how the key is sent upstream.
 type AuthStyle string
