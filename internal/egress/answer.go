@@ -54,13 +54,13 @@ func (c *call) deliverNoAnswer(w http.ResponseWriter, err error) {
 	c.appStatus = e.status
 }
 
-// deliverFailure passes an error answer on, read whole (bounded) and
-// cleaned of every injected key, without the upstream's Content-Length.
+// deliverFailure passes an error answer on, read whole (bounded),
+// decoded and cleaned of every injected key, without the upstream's
+// Content-Encoding and Content-Length.
 func (c *call) deliverFailure(w http.ResponseWriter, resp *http.Response) {
 	h := c.h
 	c.status = resp.StatusCode
-	body, err := readBounded(resp.Body, maxErrorBody+1)
-	_ = resp.Body.Close()
+	body, err := readErrorBody(resp)
 	c.outcome = keys.OutcomeFromResponse(resp.StatusCode, resp.Header, body, h.opts.Now())
 	switch {
 	case err != nil:
@@ -96,6 +96,11 @@ func (c *call) deliverFailure(w http.ResponseWriter, resp *http.Response) {
 func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
 	h := c.h
 	c.status = resp.StatusCode
+	if err := decodeAnswer(resp); err != nil {
+		c.deliverUnreadable(w, resp, err)
+		return
+	}
+	c.cut = newStreamCut(c.keys)
 	stream := isEventStream(resp.Header.Get("Content-Type"))
 	strip := stream && c.req.strip
 	c.body = usage.NewBody(resp.Body, usage.Options{Stream: stream, StripUsageChunk: strip})
@@ -125,6 +130,20 @@ func (c *call) deliverSuccess(w http.ResponseWriter, resp *http.Response) {
 	}
 }
 
+// deliverUnreadable answers a 2xx answer the egress cannot decode with
+// its own error: it could neither be metered nor cleaned of keys. The
+// call is charged as an answer without usage.
+func (c *call) deliverUnreadable(w http.ResponseWriter, resp *http.Response, err error) {
+	_ = resp.Body.Close()
+	c.outcome = keys.OutcomeFromResponse(resp.StatusCode, resp.Header, nil, c.h.opts.Now())
+	c.exit, c.failure = outbox.ExitUpstreamError, err
+	if c.watch.gone.Load() {
+		return
+	}
+	errUpstreamBody.write(w)
+	c.appStatus = errUpstreamBody.status
+}
+
 // pump copies the answer to the app until its end. Once the app is gone
 // it drains the rest instead, at most DrainBytes (DrainTimeout is
 // enforced by the upstream context), and reports that part of the answer
@@ -135,18 +154,13 @@ func (c *call) pump(w http.ResponseWriter, stream bool) (lost bool, err error) {
 	buf := *bp
 	for !c.watch.gone.Load() {
 		n, rerr := c.body.Read(buf)
-		if n > 0 {
-			switch _, werr := w.Write(buf[:n]); {
-			case c.watch.gone.Load():
-				lost = true
-			case werr != nil:
-				c.watch.leave()
-				lost = true
-			case stream:
-				c.flush(w)
-			}
+		if n > 0 && c.toApp(w, c.cut.next(buf[:n]), stream) {
+			lost = true
 		}
 		if rerr == io.EOF {
+			if c.toApp(w, c.cut.flush(), stream) {
+				lost = true
+			}
 			return lost, nil
 		}
 		if rerr != nil {
@@ -155,6 +169,24 @@ func (c *call) pump(w http.ResponseWriter, stream bool) (lost bool, err error) {
 	}
 	_, err = c.body.Drain(c.h.opts.DrainBytes)
 	return true, err
+}
+
+// toApp writes b to the app, flushing an event stream, and reports
+// whether it was lost (the app is gone).
+func (c *call) toApp(w http.ResponseWriter, b []byte, stream bool) (lost bool) {
+	if len(b) == 0 {
+		return false
+	}
+	switch _, err := w.Write(b); {
+	case c.watch.gone.Load():
+		return true
+	case err != nil:
+		c.watch.leave()
+		return true
+	case stream:
+		c.flush(w)
+	}
+	return false
 }
 
 // flush sends what was written; a failure means the app is gone.

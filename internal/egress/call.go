@@ -56,12 +56,16 @@ type call struct {
 	attempts  int
 	lease     keys.Lease
 	leaseOpen bool
+	// keys are the keys injected into the call's attempts, masked in
+	// its 2xx answer.
+	keys []string
 
 	// The last attempt's answer.
 	status    int
 	outcome   keys.Outcome
 	result    usage.Result
 	body      *usage.Body // open while the answer is being read
+	cut       *streamCut  // masks keys in the 2xx answer
 	exit      outbox.Exit
 	appStatus int
 	failure   error
@@ -191,6 +195,7 @@ func (c *call) forward(r *http.Request, hdr http.Header) (answer, *refusal) {
 		c.started, c.lease, c.leaseOpen = true, lease, true
 		c.attempts++
 		h.redact.add(lease.Key.Reveal())
+		c.addKey(lease.Key.Reveal())
 		resp, err := c.send(hdr, lease)
 		reason := retryReason(resp, err)
 		if reason == "" || c.attempts >= h.opts.MaxAttempts ||
@@ -240,14 +245,26 @@ func (c *call) settleFailedAttempt(resp *http.Response, err error) answer {
 		c.outcome = keys.Outcome{}
 		return answer{err: err}
 	}
-	body, _ := readBounded(resp.Body, maxErrorBody+1)
-	_ = resp.Body.Close()
+	// A body the egress cannot decode, or that broke off, is kept as
+	// far as it was read: deliverFailure replaces it if it is the one
+	// to deliver.
+	body, _ := readErrorBody(resp)
 	o := keys.OutcomeFromResponse(resp.StatusCode, resp.Header, body, h.opts.Now())
 	h.opts.Pool.Report(c.lease, o)
 	c.leaseOpen = false
 	c.outcome = o
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return answer{resp: resp}
+}
+
+// addKey remembers a key injected into the call, once.
+func (c *call) addKey(key string) {
+	for _, k := range c.keys {
+		if k == key {
+			return
+		}
+	}
+	c.keys = append(c.keys, key)
 }
 
 // retryReason names why an attempt's failure moves the call to another
