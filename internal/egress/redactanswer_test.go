@@ -234,3 +234,37 @@ func BenchmarkStreamCut(b *testing.B) {
 		_ = c.next(buf)
 	}
 }
+
+// FuzzStreamCut: however an answer is split into reads, the app gets
+// the same bytes as the whole answer masked at once, and no key.
+func FuzzStreamCut(f *testing.F) {
+	f.Add("data: x\n\n", 3, 9)
+	f.Add("a"+testKeys[0]+"b"+testKeys[1][:20], 5, 30)
+	f.Add(testKeys[0]+testKeys[0], 1, 44)
+	f.Fuzz(func(t *testing.T, s string, a, b int) {
+		in := s + testKeys[0][:clamp(a, len(testKeys[0]))] + testKeys[0] + s
+		a, b = clamp(a, len(in)), clamp(b, len(in))
+		if a > b {
+			a, b = b, a
+		}
+		want := []byte(in)
+		for _, k := range testKeys[:2] {
+			maskAll(want, []byte(k))
+		}
+		c := newStreamCut(testKeys[:2])
+		var got []byte
+		for _, part := range []string{in[:a], in[a:b], in[b:]} {
+			got = append(got, c.next([]byte(part))...)
+			if bytes.ContainsAny(c.held, "\r\n") || len(c.held) >= len(testKeys[0]) {
+				t.Fatalf("held %q: a line end, or a whole key's length", c.held)
+			}
+		}
+		got = append(got, c.flush()...)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("split at %d, %d: got %q, want %q", a, b, got, want)
+		}
+		if bytes.Contains(got, []byte(testKeys[0])) {
+			t.Fatalf("the key survived in %q", got)
+		}
+	})
+}
