@@ -147,6 +147,8 @@ type Options struct {
 	// Sink takes one Record per call. Required.
 	Sink Sink
 	// Budget charges calls to users; nil means no per-user budgets.
+	// With a Budget, a charged call goes only to a metered endpoint and
+	// is capped (see the package comment).
 	Budget Budget
 	// UserHeader is the request header in which the app names the user
 	// (a user_automation_id) to charge; "" means DefaultUserHeader. It is
@@ -158,9 +160,11 @@ type Options struct {
 	// TokensPerUnit is how many tokens make one budget unit (rounded up
 	// per call); 0 means DefaultTokensPerUnit.
 	TokensPerUnit int64
-	// ReserveTokens is the completion allowance reserved for a request
-	// that names no max_tokens, max_completion_tokens or
-	// max_output_tokens; 0 means DefaultReserveTokens.
+	// ReserveTokens is the completion allowance of a charged request
+	// that names no cap its endpoint reads: it is reserved (times n) and
+	// set in the request as its cap (max_completion_tokens, max_tokens
+	// or max_output_tokens), so that the answer stays within the
+	// reservation; 0 means DefaultReserveTokens.
 	ReserveTokens int64
 	// MaxRequestBytes bounds the request body (413 beyond); 0 means
 	// DefaultMaxRequestBytes.
@@ -177,7 +181,9 @@ type Options struct {
 	DrainTimeout time.Duration
 	DrainBytes   int64
 	// MaxAttempts is how many keys one call may try; 0 means
-	// DefaultMaxAttempts, 1 disables retries.
+	// DefaultMaxAttempts, 1 disables retries. A retry after a transport
+	// error may repeat a call the upstream already received (with one
+	// key, on the same key).
 	MaxAttempts int
 	// FinalizeTimeout bounds each Budget and Sink call of a finalisation
 	// and Shutdown's wait after it cut the calls; 0 means
