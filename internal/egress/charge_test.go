@@ -33,7 +33,8 @@ func TestChargedCallsOnlyToMeteredEndpoints(t *testing.T) {
 		t.Errorf("balance %d, want it untouched", got)
 	}
 	// Uncharged: no user named.
-	if resp, _ := e.do("POST", "/v1/images/generations", `{"prompt":"x"}`, nil); resp.StatusCode != 200 {
+	resp, _ := e.do("POST", "/v1/images/generations", `{"prompt":"x"}`, nil)
+	if resp.StatusCode != 200 {
 		t.Errorf("uncharged: status %d, want 200", resp.StatusCode)
 	}
 	// Reading calls of a user pass, uncharged.
@@ -197,7 +198,8 @@ func TestChargedZeroCapRefused(t *testing.T) {
 		"max_tokens must be at least 1") {
 		t.Errorf("got %d %s, want 400 naming max_tokens", resp.StatusCode, body)
 	}
-	if resp, body := e.do("POST", "/v1/chat/completions", "", http.Header{DefaultUserHeader: {"1"}}); resp.StatusCode != 400 {
+	resp, body = e.do("POST", "/v1/chat/completions", "", http.Header{DefaultUserHeader: {"1"}})
+	if resp.StatusCode != 400 {
 		t.Errorf("empty body: got %d %s, want 400", resp.StatusCode, body)
 	}
 	if n := len(seen.all()); n != 0 {
