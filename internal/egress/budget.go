@@ -73,6 +73,24 @@ func (h *Handler) capCompletion(p *prepared, ep endpoint) *apiError {
 	return nil
 }
 
+// sizeReservation sets c.reserveTokens for a call that spends a user's
+// tokens. A charged call whose reservation overflows is refused; an
+// uncharged one records the largest number.
+func (h *Handler) sizeReservation(c *call) *apiError {
+	if !c.spends {
+		return nil
+	}
+	tokens, ok := h.reservation(len(c.req.body), c.req.info)
+	switch {
+	case !ok && c.charged:
+		return &errReservationTooLarge
+	case !ok:
+		tokens = math.MaxInt64 // only recorded, never held
+	}
+	c.reserveTokens = tokens
+	return nil
+}
+
 // maxCompletion is what Pool.Acquire is told: the cap times n, 0 when
 // the request names none.
 func maxCompletion(info usage.RequestInfo) int64 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -74,65 +73,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve checks and prepares the request, reserves the user's budget and
 // runs the call; c.end finalises whatever happened.
 func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
-	// 1. Not from a browser; where to, and for whom.
-	if fromBrowser(r.Header) {
-		h.refuse(w, r, errBrowser, nil)
-		return
-	}
-	u, e := h.target(r)
-	if e == nil {
-		c.user, e = h.userOf(r.Header)
-	}
-	if e != nil {
-		h.refuse(w, r, *e, nil)
-		return
-	}
-	c.url = u
-	c.endpoint = truncate(u.Path, maxEndpointLen)
-	c.kind = endpointOf(r.URL.EscapedPath())
-	c.spends = c.user > 0 && spends(r.Method)
-	c.charged = c.spends && h.opts.Budget != nil
-	if c.charged && !c.kind.metered() {
-		// A budget cannot cover what cannot be metered.
-		h.refuse(w, r, errUnmetered, nil)
-		return
-	}
+	// 1. Not from a browser; where to, for whom, and whether charged.
+	e := h.route(c, r)
 
 	// 2. The body, uncompressed, read whole, made to ask for usage and,
 	// when charged, capped.
-	e = checkEncoding(r.Header)
-	var body []byte
 	if e == nil {
-		body, e = h.readBody(w, r)
+		e = h.readRequest(c, w, r)
 	}
+
+	// 3. Room to record the usage.
+	if e == nil && h.opts.Sink.Full() {
+		e = &errBacklog
+	}
+
+	// 4. The user's budget.
 	if e == nil {
-		c.req, e = prepare(c.kind, r.Header.Get("Content-Type"), body)
-	}
-	if e == nil && c.charged {
-		e = h.capCompletion(&c.req, c.kind)
+		e = h.sizeReservation(c)
 	}
 	if e != nil {
 		h.refuse(w, r, *e, nil)
 		return
-	}
-
-	// 3. Room to record the usage.
-	if h.opts.Sink.Full() {
-		h.refuse(w, r, errBacklog, nil)
-		return
-	}
-
-	// 4. The user's budget.
-	if c.spends {
-		tokens, ok := h.reservation(len(c.req.body), c.req.info)
-		switch {
-		case !ok && c.charged:
-			h.refuse(w, r, errReservationTooLarge, nil)
-			return
-		case !ok:
-			tokens = math.MaxInt64 // only recorded, never held
-		}
-		c.reserveTokens = tokens
 	}
 	if e, err := h.reserve(c); e != nil {
 		h.refuse(w, r, *e, err)
@@ -141,6 +102,46 @@ func (h *Handler) serve(c *call, w http.ResponseWriter, r *http.Request) {
 
 	// 5. The call itself.
 	h.run(c, w, r)
+}
+
+// route checks where the request goes and for whom, before its body is
+// read, and fills c's destination, user and charging.
+func (h *Handler) route(c *call, r *http.Request) *apiError {
+	if fromBrowser(r.Header) {
+		return &errBrowser
+	}
+	u, e := h.target(r)
+	if e == nil {
+		c.user, e = h.userOf(r.Header)
+	}
+	if e != nil {
+		return e
+	}
+	c.url = u
+	c.endpoint = truncate(u.Path, maxEndpointLen)
+	c.kind = endpointOf(r.URL.EscapedPath())
+	c.spends = c.user > 0 && spends(r.Method)
+	c.charged = c.spends && h.opts.Budget != nil
+	if c.charged && !c.kind.metered() {
+		return &errUnmetered // a budget cannot cover what cannot be metered
+	}
+	return nil
+}
+
+// readRequest reads and prepares the body into c.req.
+func (h *Handler) readRequest(c *call, w http.ResponseWriter, r *http.Request) *apiError {
+	if e := checkEncoding(r.Header); e != nil {
+		return e
+	}
+	body, e := h.readBody(w, r)
+	if e != nil {
+		return e
+	}
+	c.req, e = prepare(c.kind, r.Header.Get("Content-Type"), body)
+	if e == nil && c.charged {
+		e = h.capCompletion(&c.req, c.kind)
+	}
+	return e
 }
 
 // refuse answers e without any upstream call, and logs the cause.
