@@ -84,7 +84,8 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 		SkipReports: !ec.ReportUsage,
 	})
 	if ec.Budget.Enabled {
-		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log, rec)
+		e.budget = newLedgerBudget(s.ledger, ec.Budget, s.log, rec,
+			cfg.Ledger.Backend == config.BackendPostgres)
 		// With the bolt ledger this process owns the outbox; a shared one
 		// holds other replicas' consumes, whose answers never come here.
 		if ec.Budget.PlatformLedger && cfg.Ledger.Backend != config.BackendPostgres {
@@ -472,12 +473,24 @@ func (e *egressState) close() {
 // between purchases, so the lowest answer is the latest one; a purchase
 // made meanwhile shows at the next reconciliation (the error is against
 // the user, briefly, never against the platform).
+//
+// Replicas sharing a PostgreSQL ledger and outbox each count only their
+// own held reservations: a consume is answered to whichever replica
+// delivered it. A replica may then copy the platform's balances while
+// another replica holds a reservation or has a consume waiting, so the
+// local mirror can briefly show more than the user has; a call it admits
+// that way is refused by the platform's ledger, which is logged and
+// counted as a refused consume.
 type ledgerBudget struct {
 	ledger    metering.Ledger
 	usageType string
 	forward   bool
 	log       *slog.Logger
 	rec       metrics.EgressRecorder
+	// shared: replicas share the ledger and the outbox, so the answer to
+	// a consume this process forwarded may reach another replica; only
+	// this process's held reservations count as outstanding then.
+	shared bool
 
 	mu          sync.Mutex
 	outstanding map[int64]int      // user -> calls the platform has not answered
@@ -489,8 +502,9 @@ type ledgerBudget struct {
 type balances struct{ demo, paid int64 }
 
 func newLedgerBudget(l metering.Ledger, c config.EgressBudget, log *slog.Logger,
-	rec metrics.EgressRecorder) *ledgerBudget {
+	rec metrics.EgressRecorder, shared bool) *ledgerBudget {
 	return &ledgerBudget{
+		shared:      shared,
 		ledger:      l,
 		usageType:   c.UsageType,
 		forward:     c.PlatformLedger,
@@ -556,7 +570,7 @@ func (b *ledgerBudget) Settle(ctx context.Context, user int64, id string,
 		return 0, err
 	}
 	if !res.Replayed {
-		if b.forward && res.Charged > 0 {
+		if b.forward && !b.shared && res.Charged > 0 {
 			// The hold stays outstanding until the platform answers
 			// the consume the outbox forwards.
 			b.mu.Lock()

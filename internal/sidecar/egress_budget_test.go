@@ -33,7 +33,7 @@ func newTestBudget(t *testing.T) (*ledgerBudget, metering.Ledger) {
 		t.Fatal(err)
 	}
 	b := newLedgerBudget(l, config.EgressBudget{UsageType: "openai_tokens", PlatformLedger: true},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.Nop{})
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.Nop{}, false)
 	return b, l
 }
 
@@ -105,5 +105,44 @@ func TestBudgetCountsConsumesLeftByAnEarlierRun(t *testing.T) {
 		Accepted: true, RemainingPaidTokens: 43})
 	if got := paidOf(t, l); got != 40 {
 		t.Fatalf("after both: paid %d, want 40", got)
+	}
+}
+
+// TestBudgetSharedCountsOnlyHolds: with a shared outbox another replica
+// may get the answer to a consume this one forwarded, so a settled call
+// is no longer outstanding here, and nothing is remembered for it.
+func TestBudgetSharedCountsOnlyHolds(t *testing.T) {
+	t.Parallel()
+	b, l := newTestBudget(t)
+	b.shared = true
+	ctx := t.Context()
+	for _, id := range []string{"a", "b"} {
+		if ok, err := b.Reserve(ctx, 5, id, 10); !ok || err != nil {
+			t.Fatalf("reserve %s: %v %v", id, ok, err)
+		}
+	}
+	if _, err := b.Settle(ctx, 5, "a", 4); err != nil {
+		t.Fatal(err)
+	}
+	// b still holds its reservation: an answer (to a consume another
+	// replica forwarded) waits.
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: "z", UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: 70})
+	if got := paidOf(t, l); got != 86 {
+		t.Fatalf("with b held: paid %d, want the local 86", got)
+	}
+	if _, err := b.Settle(ctx, 5, "b", 4); err != nil {
+		t.Fatal(err)
+	}
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: "y", UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: 75})
+	if got := paidOf(t, l); got != 70 {
+		t.Fatalf("nothing held: paid %d, want the lowest answer 70", got)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.forwarded) != 0 || len(b.outstanding) != 0 || len(b.lowest) != 0 {
+		t.Errorf("state left behind: forwarded %v outstanding %v lowest %v",
+			b.forwarded, b.outstanding, b.lowest)
 	}
 }
