@@ -64,10 +64,9 @@ type decodedBody struct {
 
 func (d *decodedBody) Read(p []byte) (int, error) {
 	if d.dec == nil && d.err == nil {
+		// A body that ends cleanly before any byte (HEAD, 204) is
+		// empty, not broken; a cut one fails with the cut's error.
 		d.dec, d.err = d.open(d.src)
-		if errors.Is(d.err, io.EOF) {
-			d.err = io.ErrUnexpectedEOF // not even a header: no clean end
-		}
 	}
 	if d.err != nil {
 		return 0, d.err

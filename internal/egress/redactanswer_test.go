@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
 )
@@ -267,4 +268,30 @@ func FuzzStreamCut(f *testing.F) {
 			t.Fatalf("the key survived in %q", got)
 		}
 	})
+}
+
+// An empty answer labelled gzip (HEAD, 204) is empty, not broken.
+func TestDecodeEmptyAnswer(t *testing.T) {
+	t.Parallel()
+	resp := &http.Response{
+		Header: http.Header{"Content-Encoding": {"gzip"}},
+		Body:   io.NopCloser(strings.NewReader("")),
+	}
+	if err := decodeAnswer(resp); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 0 {
+		t.Errorf("got %q, %v; want an empty body", b, err)
+	}
+	resp = &http.Response{
+		Header: http.Header{"Content-Encoding": {"gzip"}},
+		Body: io.NopCloser(io.MultiReader(strings.NewReader("\x1f"),
+			iotest.ErrReader(io.ErrUnexpectedEOF))),
+	}
+	if err := decodeAnswer(resp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Errorf("a cut gzip body read cleanly")
+	}
 }
