@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// errEncoding: an answer in a content encoding the egress cannot decode
+// errAnswerEncoding: an answer in a content encoding the egress cannot decode
 // (it asks for none; this one came anyway).
 var errAnswerEncoding = errors.New("upstream answer in an unreadable content encoding")
 
