@@ -60,6 +60,8 @@ type Egress struct {
 	MaxBody Size `toml:"max_body"`
 	// CallTimeout bounds one upstream call, stream included.
 	CallTimeout time.Duration `toml:"call_timeout"`
+	// BodyTimeout bounds reading an egress request's body from the app.
+	BodyTimeout time.Duration `toml:"body_timeout"`
 	// DrainTimeout and DrainBytes bound how long and how much the sidecar
 	// keeps reading a stream after the app went away, to read its usage.
 	DrainTimeout time.Duration `toml:"drain_timeout"`
@@ -140,6 +142,7 @@ func defaultEgress() Egress {
 		UserHeader:     "X-Zimmer-User-Automation-Id",
 		MaxBody:        4 * MiB,
 		CallTimeout:    10 * time.Minute,
+		BodyTimeout:    time.Minute,
 		DrainTimeout:   30 * time.Second,
 		DrainBytes:     8 * MiB,
 		ReportUsage:    true,
@@ -222,6 +225,7 @@ func (v *validator) egress(c *Config) {
 	}
 	v.atLeast("egress.max_body", int64(e.MaxBody), 1)
 	v.positive("egress.call_timeout", e.CallTimeout)
+	v.positive("egress.body_timeout", e.BodyTimeout)
 	v.positive("egress.drain_timeout", e.DrainTimeout)
 	v.atLeast("egress.drain_bytes", int64(e.DrainBytes), 1)
 	v.egressProxy(&e.Proxy)

@@ -118,6 +118,7 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 		ReserveTokens:   ec.Budget.ReserveTokens,
 		MaxRequestBytes: int64(ec.MaxBody),
 		CallTimeout:     ec.CallTimeout,
+		BodyTimeout:     ec.BodyTimeout,
 		DrainTimeout:    ec.DrainTimeout,
 		DrainBytes:      int64(ec.DrainBytes),
 		Logger:          s.log.With(slog.String("component", "egress")),
