@@ -18,7 +18,6 @@ import (
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/forward"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/outbox"
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metering"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/metrics"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/status"
 )
@@ -252,7 +251,7 @@ func keyEventLogger(log *slog.Logger) func(keys.Event) {
 		attrs := []slog.Attr{
 			slog.String("component", "egress"),
 			slog.Int64("key_id", ev.KeyID),
-			slog.String("key", ev.Name),
+			slog.String("key_name", ev.Name),
 			slog.String("state", string(ev.Kind)),
 		}
 		if ev.Reason != "" {
@@ -318,7 +317,10 @@ func (e *egressState) onDeliveryEvent(log *slog.Logger,
 	return func(ev outbox.Event) {
 		rec.OutboxDelivery(string(ev.Kind), string(ev.Result))
 		if e.budget != nil && ev.Kind == outbox.KindConsume &&
-			(ev.Result == outbox.ResultUnknown || ev.Result == outbox.ResultFailed) {
+			(ev.Result == outbox.ResultUnknown || ev.Result == outbox.ResultFailed ||
+				ev.Result == outbox.ResultDelivered) {
+			// Delivered covers an answer that could not be read, which
+			// never reaches platformAnswered.
 			e.budget.forwardEnded(ev.ItemID)
 		}
 		lvl := slog.LevelDebug
@@ -458,209 +460,6 @@ func (e *egressState) close() {
 	}
 	if e.pgPool != nil {
 		e.pgPool.Close()
-	}
-}
-
-// ledgerBudget is the egress Budget on the sidecar's ledger: a reservation
-// is a keyed debit, settled to the call's real cost or refunded.
-//
-// With the platform's ledger on, it also keeps, per user, how many of
-// that user's calls the platform has not seen the end of yet (held
-// reservations, and forwarded consumes not yet answered, including those
-// a previous run left in the outbox). The platform's answers arrive in
-// no guaranteed order, so the lowest balances answered since the user
-// was last reconciled are kept, and they replace the local balances once
-// nothing of that user is outstanding. The platform's balances only fall
-// between purchases, so the lowest answer is the latest one; a purchase
-// made meanwhile shows at the next reconciliation (the error is against
-// the user, briefly, never against the platform).
-//
-// Replicas sharing a PostgreSQL ledger and outbox each count only their
-// own held reservations: a consume is answered to whichever replica
-// delivered it. A replica may then copy the platform's balances while
-// another replica holds a reservation or has a consume waiting, so the
-// local mirror can briefly show more than the user has; a call it admits
-// that way is refused by the platform's ledger, which is logged and
-// counted as a refused consume.
-type ledgerBudget struct {
-	ledger    metering.Ledger
-	usageType string
-	forward   bool
-	log       *slog.Logger
-	rec       metrics.EgressRecorder
-	// shared: replicas share the ledger and the outbox, so the answer to
-	// a consume this process forwarded may reach another replica; only
-	// this process's held reservations count as outstanding then.
-	shared bool
-
-	mu          sync.Mutex
-	outstanding map[int64]int      // user -> calls the platform has not answered
-	forwarded   map[string]int64   // consume item id -> user
-	lowest      map[int64]balances // user -> lowest balances answered since
-}
-
-// balances are one platform answer's remaining tokens.
-type balances struct{ demo, paid int64 }
-
-func newLedgerBudget(l metering.Ledger, c config.EgressBudget, log *slog.Logger,
-	rec metrics.EgressRecorder, shared bool) *ledgerBudget {
-	return &ledgerBudget{
-		shared:      shared,
-		ledger:      l,
-		usageType:   c.UsageType,
-		forward:     c.PlatformLedger,
-		log:         log,
-		rec:         rec,
-		outstanding: map[int64]int{},
-		forwarded:   map[string]int64{},
-		lowest:      map[int64]balances{},
-	}
-}
-
-// loadPending counts the consumes an earlier run left pending in the
-// outbox as outstanding, so their answers are not taken for the latest.
-func (b *ledgerBudget) loadPending(ctx context.Context, store outbox.Store, max int) error {
-	items, err := store.List(ctx, outbox.Filter{
-		Kind: outbox.KindConsume, State: outbox.StatePending, Limit: max})
-	if err != nil {
-		return fmt.Errorf("egress outbox: list pending consumes: %w", err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, it := range items {
-		u := it.Record.UserAutomationID
-		b.outstanding[u]++
-		b.forwarded[it.ID] = u
-	}
-	return nil
-}
-
-var _ egress.Budget = (*ledgerBudget)(nil)
-
-// debitKey is the idempotency key of call id's reservation.
-func debitKey(id string) string { return "egress " + id }
-
-// Reserve implements egress.Budget.
-func (b *ledgerBudget) Reserve(ctx context.Context, user int64, id string,
-	units int64) (bool, error) {
-	res, err := b.ledger.Consume(ctx, metering.ConsumeRequest{
-		UserAutomationID: user,
-		Units:            units,
-		UsageType:        b.usageType,
-		IdempotencyKey:   debitKey(id),
-	})
-	if err != nil {
-		return false, err
-	}
-	if res.Accepted {
-		b.adjust(user, +1)
-	}
-	return res.Accepted, nil
-}
-
-// Settle implements egress.Budget.
-func (b *ledgerBudget) Settle(ctx context.Context, user int64, id string,
-	units int64) (int64, error) {
-	res, err := b.ledger.Settle(ctx, metering.SettleRequest{
-		UserAutomationID: user,
-		IdempotencyKey:   debitKey(id),
-		Units:            units,
-		Reason:           "egress usage",
-	})
-	if err != nil {
-		return 0, err
-	}
-	if !res.Replayed {
-		if b.forward && !b.shared && res.Charged > 0 {
-			// The hold stays outstanding until the platform answers
-			// the consume the outbox forwards.
-			b.mu.Lock()
-			b.forwarded[outbox.ItemID(outbox.KindConsume, id)] = user
-			b.mu.Unlock()
-		} else {
-			b.adjust(user, -1)
-		}
-	}
-	return res.Charged, nil
-}
-
-// Release implements egress.Budget.
-func (b *ledgerBudget) Release(ctx context.Context, user int64, id string) error {
-	_, err := b.ledger.Refund(ctx, metering.RefundRequest{
-		UserAutomationID: user,
-		IdempotencyKey:   debitKey(id),
-		Reason:           "egress call used nothing",
-	})
-	if errors.Is(err, metering.ErrUnknownDebit) {
-		return nil // nothing was held, or it was already given back
-	}
-	if err == nil {
-		b.adjust(user, -1)
-	}
-	return err
-}
-
-// adjust changes a user's outstanding count.
-func (b *ledgerBudget) adjust(user int64, d int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := b.outstanding[user] + d
-	if n <= 0 {
-		delete(b.outstanding, user)
-		return
-	}
-	b.outstanding[user] = n
-}
-
-// forwardEnded drops a forwarded consume that will never be answered
-// (parked as unknown or failed) from its user's outstanding count.
-func (b *ledgerBudget) forwardEnded(itemID string) {
-	b.mu.Lock()
-	user, ok := b.forwarded[itemID]
-	delete(b.forwarded, itemID)
-	b.mu.Unlock()
-	if ok {
-		b.adjust(user, -1)
-	}
-}
-
-// platformAnswered takes the platform ledger's balances for a user once
-// nothing else of that user's is outstanding here (see ledgerBudget).
-func (b *ledgerBudget) platformAnswered(a outbox.ConsumeAnswer) {
-	b.forwardEnded(outbox.ItemID(outbox.KindConsume, a.CallID))
-	if !a.Accepted {
-		// The platform refused to charge a call its user already made:
-		// the platform's own balance could not cover it.
-		b.rec.OutboxDelivery(string(outbox.KindConsume), "refused")
-		b.log.Warn("egress: the platform's ledger refused a forwarded consume; "+
-			"the call went uncharged there",
-			slog.String("call_id", a.CallID),
-			slog.Int64("user_automation_id", a.UserAutomationID),
-			slog.Int64("units", a.Units))
-	}
-	got := balances{demo: max(a.RemainingDemoTokens, 0), paid: max(a.RemainingPaidTokens, 0)}
-	b.mu.Lock()
-	if low, ok := b.lowest[a.UserAutomationID]; ok {
-		got = balances{demo: min(low.demo, got.demo), paid: min(low.paid, got.paid)}
-	}
-	if b.outstanding[a.UserAutomationID] > 0 {
-		b.lowest[a.UserAutomationID] = got
-		b.mu.Unlock()
-		return
-	}
-	delete(b.lowest, a.UserAutomationID)
-	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := b.ledger.Reconcile(ctx, metering.ReconcileRequest{
-		UserAutomationID: a.UserAutomationID,
-		DemoTokens:       got.demo,
-		PaidTokens:       got.paid,
-		Reason:           "platform ledger answer",
-	})
-	if err != nil {
-		b.log.Error("egress: local balances not updated from the platform",
-			slog.Int64("user_automation_id", a.UserAutomationID), slog.Any("err", err))
 	}
 }
 

@@ -1,6 +1,8 @@
 package sidecar
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -141,8 +143,104 @@ func TestBudgetSharedCountsOnlyHolds(t *testing.T) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.forwarded) != 0 || len(b.outstanding) != 0 || len(b.lowest) != 0 {
-		t.Errorf("state left behind: forwarded %v outstanding %v lowest %v",
-			b.forwarded, b.outstanding, b.lowest)
+	if len(b.forwarded) != 0 || len(b.open) != 0 || len(b.lowest) != 0 {
+		t.Errorf("state left behind: forwarded %v open %v lowest %v",
+			b.forwarded, b.open, b.lowest)
+	}
+}
+
+// TestBudgetOpenEndsOnEveryPath: a settle that fails closes its call, and
+// something open that is never seen again lapses, so a user is never
+// left unreconciled for good.
+func TestBudgetOpenEndsOnEveryPath(t *testing.T) {
+	t.Parallel()
+	b, l := newTestBudget(t)
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	ctx := t.Context()
+
+	if ok, err := b.Reserve(ctx, 5, "a", 10); !ok || err != nil {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	if _, err := b.Settle(ctx, 5, "a", -1); err == nil {
+		t.Fatal("a negative settle succeeded")
+	}
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: "p", UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: 80})
+	if got := paidOf(t, l); got != 80 {
+		t.Fatalf("after a failed settle: paid %d, want the platform's 80", got)
+	}
+
+	// A forwarded consume whose answer never comes (its record was lost).
+	if ok, err := b.Reserve(ctx, 5, "b", 10); !ok || err != nil {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	if _, err := b.Settle(ctx, 5, "b", 4); err != nil {
+		t.Fatal(err)
+	}
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: "q", UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: 60})
+	if got := paidOf(t, l); got != 76 {
+		t.Fatalf("with b's consume open: paid %d, want the local 76", got)
+	}
+	now = now.Add(openLapse + time.Minute)
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: "r", UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: 65})
+	if got := paidOf(t, l); got != 60 {
+		t.Fatalf("after the lapse: paid %d, want the lowest answer 60", got)
+	}
+}
+
+// pausingLedger holds each Consume after it committed until released.
+type pausingLedger struct {
+	metering.Ledger
+	committed chan struct{}
+	release   chan struct{}
+}
+
+func (p *pausingLedger) Consume(ctx context.Context,
+	req metering.ConsumeRequest) (metering.ConsumeResult, error) {
+	res, err := p.Ledger.Consume(ctx, req)
+	close(p.committed)
+	<-p.release
+	return res, err
+}
+
+// TestBudgetReserveNeverLostToReconcile: a platform answer arriving while
+// a reservation is being written waits for it, and then sees it open: the
+// hold is not erased by the platform's balances.
+func TestBudgetReserveNeverLostToReconcile(t *testing.T) {
+	t.Parallel()
+	b, l := newTestBudget(t)
+	p := &pausingLedger{Ledger: l, committed: make(chan struct{}), release: make(chan struct{})}
+	b.ledger = p
+	ctx := t.Context()
+
+	reserved := make(chan error, 1)
+	go func() {
+		ok, err := b.Reserve(ctx, 5, "a", 3)
+		if err == nil && !ok {
+			err = errors.New("refused")
+		}
+		reserved <- err
+	}()
+	<-p.committed // the hold is in the ledger; Reserve has not returned
+	answered := make(chan struct{})
+	go func() {
+		b.platformAnswered(outbox.ConsumeAnswer{CallID: "z", UserAutomationID: 5, Units: 1,
+			Accepted: true, RemainingPaidTokens: 100})
+		close(answered)
+	}()
+	select { // give an unordered answer the chance to run first
+	case <-answered:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(p.release)
+	if err := <-reserved; err != nil {
+		t.Fatal(err)
+	}
+	<-answered
+	if got := paidOf(t, l); got != 97 {
+		t.Fatalf("paid %d, want 97: the answer erased the hold taken before it", got)
 	}
 }
