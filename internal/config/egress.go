@@ -226,6 +226,12 @@ func (v *validator) egress(c *Config) {
 	v.atLeast("egress.max_body", int64(e.MaxBody), 1)
 	v.positive("egress.call_timeout", e.CallTimeout)
 	v.positive("egress.body_timeout", e.BodyTimeout)
+	if r := c.Ledger.IdempotencyRetention; r > 0 && e.CallTimeout+e.DrainTimeout >= r {
+		// A reservation's record must outlive its call, or its
+		// settlement finds nothing and the user stays charged the hold.
+		v.addf("egress.call_timeout", "plus egress.drain_timeout must be shorter than "+
+			"ledger.idempotency_retention (%s + %s >= %s)", e.CallTimeout, e.DrainTimeout, r)
+	}
 	v.positive("egress.drain_timeout", e.DrainTimeout)
 	v.atLeast("egress.drain_bytes", int64(e.DrainBytes), 1)
 	v.egressProxy(&e.Proxy)

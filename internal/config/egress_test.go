@@ -67,6 +67,9 @@ func TestEgressRules(t *testing.T) {
 			"[egress]\nlisten = \"127.0.0.1:8081\"\nkeys = [\"k\"]\n" +
 			"[egress.budget]\nenabled = true\nplatform_ledger = true\n",
 			"automation.id", 1, "is required by egress.budget.platform_ledger"},
+		{"call outlives retention", base + on + "call_timeout = \"2h\"\n" +
+			"[ledger]\nidempotency_retention = \"1h\"\n",
+			"egress.call_timeout", 6, "shorter than ledger.idempotency_retention"},
 		{"outbox beside ledger", base + on + "[egress.outbox]\npath = \"./data/ledger.db\"\n",
 			"egress.outbox.path", 7, "must differ from ledger.path"},
 	}

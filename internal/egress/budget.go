@@ -151,8 +151,12 @@ func (h *Handler) reserve(c *call) (*apiError, error) {
 	case err != nil:
 		// The hold may exist: give it back.
 		if rerr := b.Release(ctx, c.user, c.id); rerr != nil {
-			h.opts.Logger.Debug("egress release after failed reserve",
-				slog.String("call_id", c.id), slog.String("err", h.errText(rerr)))
+			// The user may keep a hold nobody will settle: an
+			// operator must look.
+			h.opts.Logger.Error("egress release after a failed reserve failed; "+
+				"the user may stay charged the reservation",
+				slog.String("call_id", c.id), slog.Int64("user_automation_id", c.user),
+				slog.Int64("units", units), slog.String("err", h.errText(rerr)))
 		}
 		return &errBudgetDown, fmt.Errorf("reserve %d units: %w", units, err)
 	case !ok:

@@ -77,6 +77,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if certs != nil {
 		// ACME challenges may arrive at once: start after serving.
 		if err := certs.Start(ctx); err != nil {
+			// Nothing was admitted yet; the egress and the deliverer
+			// stop before Close closes what they use.
+			if serr := s.stopEgress(context.Background(), egressSrv); serr != nil {
+				s.log.Warn("egress stop", slog.Any("err", serr))
+			}
 			return fmt.Errorf("tls: %w", err)
 		}
 		defer certs.Close()

@@ -200,6 +200,9 @@ func (s *Sidecar) build(cfg *config.Config) (*auth.Verifier, *snapshot, error) {
 	// Tokens are masked from the moment they are known; old ones stay
 	// masked, since lines about them may still be written.
 	s.red.Add(plainSecrets(cfg.Auth.Tokens)...)
+	if t := cfg.Automation.PlatformToken.Value; t != "" {
+		s.red.Add(t)
+	}
 
 	v, err := auth.New(authTokens(cfg.Auth.Tokens), auth.Options{
 		AcceptBearer:    cfg.Auth.AcceptBearer,
