@@ -16,14 +16,25 @@ import (
 )
 
 // What the sidecar's shutdown may take after its drain
-// (internal/sidecar/run.go and egress.go): handlers settling with the
-// ledger, then, with the egress on, its listeners closing and the outbox
-// flush to the platform.
+// (internal/sidecar/run.go and egress.go), in its order: handlers cut by
+// the drain settling with the ledger; then, with the egress on, the egress
+// calls cut when the grace ran out finishing their finalisation
+// (egress.DefaultFinalizeTimeout), its listeners closing, the outbox
+// flush (deliverFlushTimeout, but a consume sent just before that ends is
+// never cut and runs to outbox.DefaultCallTimeout) and the count of what
+// the outbox keeps for the next start.
 const (
-	ledgerSettle = 5 * time.Second
-	egressClose  = 1 * time.Second
-	outboxFlush  = 5 * time.Second
+	ledgerSettle   = 5 * time.Second
+	egressFinalize = 10 * time.Second
+	egressClose    = 1 * time.Second
+	outboxFlush    = 5 * time.Second
+	outboxConsume  = 10 * time.Second
+	outboxStats    = 1 * time.Second
 )
+
+// egressStop is what the egress adds to the shutdown when it is on:
+// 10 + 1 + 5 + 10 + 1 = 27 s.
+const egressStop = egressFinalize + egressClose + outboxFlush + outboxConsume + outboxStats
 
 // problems collects rule violations.
 type problems []error
@@ -137,7 +148,7 @@ func checkProbes(p *Pod, ps *problems) {
 // checkShutdown: the pod's grace period covers the whole termination in
 // native sidecar order: each app's preStop sleep and drain, then the
 // sidecar's preStop, shutdown delay, drain and ledger settling, and with
-// the egress on its listeners closing and the outbox flush.
+// the egress on what it adds (egressStop).
 func checkShutdown(p *Pod, ps *problems) {
 	tgps := int64(30) // the API's default
 	if g := p.Spec.TerminationGracePeriodSeconds; g != nil {
@@ -154,14 +165,14 @@ func checkShutdown(p *Pod, ps *problems) {
 	}
 	var egress time.Duration
 	if p.Config.EgressEnabled() {
-		egress = egressClose + outboxFlush
+		egress = egressStop
 	}
 	need := apps + preStopSleep(p.Sidecar) + p.Config.ShutdownDelay +
 		p.Config.ShutdownGrace + ledgerSettle + egress
 	if time.Duration(tgps)*time.Second < need {
 		ps.addf("terminationGracePeriodSeconds %d is less than the shutdown it must "+
 			"cover: %s (app preStop and drain %s, sidecar delay %s, grace %s, "+
-			"settle %s, egress close and outbox flush %s)", tgps, need, apps,
+			"settle %s, egress stop %s)", tgps, need, apps,
 			p.Config.ShutdownDelay, p.Config.ShutdownGrace, ledgerSettle, egress)
 	}
 }

@@ -222,12 +222,12 @@ func TestEgressChecksCatch(t *testing.T) {
 			setConfig(t, b, p, `path = "/var/lib/zimmer-sidecar/egress-outbox.db"`,
 				`path = "/tmp/egress-outbox.db"`)
 		}, "egress.outbox.path /tmp/egress-outbox.db is on no volume"},
-		{"no time for the outbox flush", loadManifests,
+		{"no time for the egress to stop", loadManifests,
 			func(t *testing.T, b *Bundle, p *Pod) {
-				// Enough without the egress (50 s), not with it (56 s).
-				g := int64(55)
+				// Enough without the egress (50 s), not with it (77 s).
+				g := int64(76)
 				p.Spec.TerminationGracePeriodSeconds = &g
-			}, "terminationGracePeriodSeconds 55 is less than the shutdown it must cover: 56s"},
+			}, "terminationGracePeriodSeconds 76 is less than the shutdown it must cover: 1m17s"},
 		{"app calls OpenAI directly", loadManifests, func(t *testing.T, b *Bundle, p *Pod) {
 			envVar(p.Apps[0], envBaseURL).Value = "https://api.openai.com/v1"
 		}, `OPENAI_BASE_URL is "https://api.openai.com/v1", want "http://127.0.0.1:8081/v1"`},

@@ -182,7 +182,7 @@ func TestChecksCatch(t *testing.T) {
 		}, "terminationGracePeriodSeconds 30 is less than"},
 		{"drain longer than the grace period", func(t *testing.T, b *Bundle, p *Pod) {
 			setConfig(t, b, p, `shutdown_grace = "20s"`, `shutdown_grace = "60s"`)
-		}, "terminationGracePeriodSeconds 60 is less than"},
+		}, "terminationGracePeriodSeconds 90 is less than"},
 		{"ledger off the volume", func(t *testing.T, b *Bundle, p *Pod) {
 			setConfig(t, b, p, `path = "/var/lib/zimmer-sidecar/ledger.db"`,
 				`path = "/tmp/ledger.db"`)

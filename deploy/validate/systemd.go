@@ -60,8 +60,8 @@ func (u Unit) Get(section, key string) string {
 // CheckUnit returns every rule the sidecar's systemd unit breaks: a
 // non-root user with a state directory, the hardening that keeps the
 // process to that directory, reload by SIGHUP, and a stop timeout above
-// the drain that cfg's shutdown keys allow (and, with the egress on, its
-// listeners closing and the outbox flush).
+// the drain that cfg's shutdown keys allow, with the ledger settling (and,
+// with the egress on, what it adds: egressStop).
 func CheckUnit(u Unit, cfg *SidecarConfig) []error {
 	var ps problems
 	svc := "Service"
@@ -95,7 +95,7 @@ func CheckUnit(u Unit, cfg *SidecarConfig) []error {
 	stop, err := parseTimespan(u.Get(svc, "TimeoutStopSec"))
 	var egress time.Duration
 	if cfg.EgressEnabled() {
-		egress = egressClose + outboxFlush
+		egress = egressStop
 	}
 	need := cfg.ShutdownDelay + cfg.ShutdownGrace + ledgerSettle + egress
 	switch {
@@ -103,7 +103,7 @@ func CheckUnit(u Unit, cfg *SidecarConfig) []error {
 		ps.addf("[Service] TimeoutStopSec: %v", err)
 	case stop <= need:
 		ps.addf("[Service] TimeoutStopSec=%s must exceed the drain, %s "+
-			"(delay %s + grace %s + settle %s + egress close and outbox flush %s)",
+			"(delay %s + grace %s + settle %s + egress stop %s)",
 			stop, need, cfg.ShutdownDelay, cfg.ShutdownGrace, ledgerSettle, egress)
 	}
 	return ps

@@ -61,7 +61,7 @@ func TestSystemdUnitRulesCatch(t *testing.T) {
 		{"reload restarts", "ExecReload=/bin/kill -HUP $MAINPID",
 			"ExecReload=/bin/systemctl restart zimmer-sidecar", "want a SIGHUP"},
 		{"kill signal", "KillSignal=SIGTERM", "KillSignal=SIGKILL", "KillSignal"},
-		{"stop timeout below the drain", "TimeoutStopSec=40s", "TimeoutStopSec=25",
+		{"stop timeout below the drain", "TimeoutStopSec=75s", "TimeoutStopSec=25",
 			"must exceed the drain"},
 		{"no token file", "EnvironmentFile=", "#EnvironmentFile=", "no EnvironmentFile"},
 	}
@@ -86,12 +86,12 @@ func TestSystemdUnitRulesCatch(t *testing.T) {
 }
 
 // TestSystemdStopTimeoutCoversEgress: with the egress on, the stop
-// timeout must also cover its listeners closing and the outbox flush.
+// timeout must also cover what the egress adds (egressStop).
 func TestSystemdStopTimeoutCoversEgress(t *testing.T) {
-	// 33 s exceeds the example's drain (0 + 25 + 5 s), not with the
-	// egress's 1 + 5 s more.
-	u, err := ParseUnit(strings.Replace(readUnit(t), "TimeoutStopSec=40s",
-		"TimeoutStopSec=33s", 1))
+	// 45 s exceeds the example's drain (0 + 25 + 5 s), not with the
+	// egress's 27 s more.
+	u, err := ParseUnit(strings.Replace(readUnit(t), "TimeoutStopSec=75s",
+		"TimeoutStopSec=45s", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestSystemdStopTimeoutCoversEgress(t *testing.T) {
 	cfg.EgressListen = "127.0.0.1:8081"
 	errs := CheckUnit(u, cfg)
 	if !slices.ContainsFunc(errs, func(err error) bool {
-		return strings.Contains(err.Error(), "TimeoutStopSec=33s must exceed the drain, 36s")
+		return strings.Contains(err.Error(), "TimeoutStopSec=45s must exceed the drain, 57s")
 	}) {
 		t.Errorf("with the egress: got %v, want the stop timeout reported",
 			errors.Join(errs...))
