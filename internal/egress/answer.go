@@ -146,8 +146,11 @@ func (c *call) deliverUnreadable(w http.ResponseWriter, resp *http.Response, err
 
 // pump copies the answer to the app until its end. Once the app is gone
 // it drains the rest instead, at most DrainBytes (DrainTimeout is
-// enforced by the upstream context), and reports that part of the answer
-// never reached the app (lost). It returns nil at a clean end.
+// enforced by the upstream context), and reports whether part of the
+// answer never reached the app (lost): a write that failed, or anything
+// the drain had to read. An app that hangs up right after the last event
+// (clients close at "[DONE]", before the upstream's end is read) lost
+// nothing. It returns nil at a clean end.
 func (c *call) pump(w http.ResponseWriter, stream bool) (lost bool, err error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -167,8 +170,9 @@ func (c *call) pump(w http.ResponseWriter, stream bool) (lost bool, err error) {
 			return lost, rerr
 		}
 	}
-	_, err = c.body.Drain(c.h.opts.DrainBytes)
-	return true, err
+	drained, err := c.body.Drain(c.h.opts.DrainBytes)
+	held := len(c.cut.flush()) > 0 // bytes kept back for key masking
+	return lost || drained > 0 || held || err != nil, err
 }
 
 // toApp writes b to the app, flushing an event stream, and reports

@@ -70,7 +70,7 @@ func (s *Sidecar) newEgress(ctx context.Context, cfg *config.Config) (*egressSta
 	for _, k := range ec.Keys {
 		s.red.Add(k.Value)
 	}
-	if err := e.newPool(cfg, s.log, s.metrics.rec); err != nil {
+	if err := e.newPool(cfg, s.platformToken, s.log, s.metrics.rec); err != nil {
 		return nil, err
 	}
 
@@ -167,8 +167,9 @@ func (s *Sidecar) egressRecorder() metrics.EgressRecorder {
 }
 
 // newPool builds the key pool named by egress.key_source, behind a
-// Swappable so a reload can replace static keys.
-func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
+// Swappable so a reload can replace static keys. A leased pool asks token
+// for the service token before each lease request (a reload may rotate it).
+func (e *egressState) newPool(cfg *config.Config, token func() string, log *slog.Logger,
 	rec metrics.Recorder) error {
 	logEvent := keyEventLogger(log)
 	e.keyOpts = keys.Options{OnEvent: func(ev keys.Event) {
@@ -184,7 +185,7 @@ func (e *egressState) newPool(cfg *config.Config, log *slog.Logger,
 			Options:      e.keyOpts,
 			PlatformURL:  cfg.Automation.PlatformURL.String(),
 			AutomationID: cfg.Automation.ID,
-			Token:        keys.NewSecret(cfg.PlatformToken()),
+			TokenFunc:    token,
 		})
 		if err != nil {
 			return fmt.Errorf("egress keys: %w", err)
@@ -420,18 +421,23 @@ func (e *egressState) startDelivery() {
 	}()
 }
 
-// stopDelivery flushes what it can within deliverFlushTimeout (the rest
-// stays stored for the next start) and stops the deliverer.
+// stopDelivery stops the deliverer and flushes what it can within
+// deliverFlushTimeout (the rest stays stored for the next start).
 func (e *egressState) stopDelivery(log *slog.Logger) {
 	if e.stopDeliver == nil {
 		return
 	}
-	if e.deliver != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), deliverFlushTimeout)
-		if err := e.deliver.Flush(ctx); err != nil {
+	// The background loop stops first (a consume it is sending runs to
+	// its end: its outcome must be known), so the flush is the only
+	// sender; the flush gets what is left of deliverFlushTimeout.
+	flush, cancelFlush := context.WithTimeout(context.Background(), deliverFlushTimeout)
+	defer cancelFlush()
+	e.stopDeliver()
+	e.delivered.Wait()
+	if e.deliver != nil && flush.Err() == nil {
+		if err := e.deliver.Flush(flush); err != nil {
 			log.Warn("outbox not flushed", slog.Any("err", err))
 		}
-		cancel()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -441,8 +447,6 @@ func (e *egressState) stopDelivery(log *slog.Logger) {
 			slog.Int("unknown", st.Consume.Unknown+st.Report.Unknown),
 			slog.Int("failed", st.Consume.Failed+st.Report.Failed))
 	}
-	e.stopDeliver()
-	e.delivered.Wait()
 }
 
 // close releases the outbox store and its pool. The handler must be shut
