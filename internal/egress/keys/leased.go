@@ -36,8 +36,15 @@ type LeaseOptions struct {
 	PlatformURL string
 	// AutomationID is the platform's id of this automation.
 	AutomationID int64
-	// Token is the service token sent as X-Zimmer-Service-Token.
+	// Token is the service token sent as X-Zimmer-Service-Token, for a
+	// caller whose token never changes. Exactly one of Token and
+	// TokenFunc must be set.
 	Token Secret
+	// TokenFunc returns the service token, asked before each platform
+	// call, for a caller whose token may rotate (a configuration
+	// reload). What it returns is sent and never kept or put in an
+	// error. An empty token fails the call before anything is sent.
+	TokenFunc func() string
 	// Client sends the platform calls; nil means a client of its own
 	// (a clone of the default transport). Its redirects are not followed.
 	Client *http.Client
@@ -75,6 +82,7 @@ type LeaseOptions struct {
 type Leased struct {
 	opts     LeaseOptions
 	endpoint string
+	token    func() string // Token.Reveal or TokenFunc
 	client   *http.Client
 	breaker  *gobreaker.CircuitBreaker[leaseAnswer]
 	fetching chan struct{} // a one-slot semaphore held during a fetch
@@ -119,9 +127,14 @@ func NewLeased(opts LeaseOptions) (*Leased, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leased keys: %w", err)
 	}
+	token := opts.TokenFunc
+	if token == nil {
+		token = opts.Token.Reveal
+	}
 	p := &Leased{
 		opts:     opts,
 		endpoint: endpoint,
+		token:    token,
 		client:   opts.Client,
 		fetching: make(chan struct{}, 1),
 		cache:    cache,
@@ -137,8 +150,11 @@ func NewLeased(opts LeaseOptions) (*Leased, error) {
 		IsSuccessful: func(err error) bool {
 			return err == nil || errors.Is(err, ErrPlatformRefused)
 		},
-		// The caller gave up: that says nothing about the platform.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		// The caller gave up, or we had no token: that says nothing
+		// about the platform.
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, context.Canceled) || errors.Is(err, errNoToken)
+		},
 	})
 	return p, nil
 }
@@ -156,8 +172,10 @@ func (o LeaseOptions) withDefaults() (LeaseOptions, error) {
 		return o, errors.New("platform url must not carry credentials")
 	case o.AutomationID <= 0:
 		return o, errors.New("automation id must be positive")
-	case o.Token.IsZero():
+	case o.Token.IsZero() && o.TokenFunc == nil:
 		return o, errors.New("service token is empty")
+	case !o.Token.IsZero() && o.TokenFunc != nil:
+		return o, errors.New("both a service token and a token function are set")
 	case o.MaxLeases < 0 || o.BreakerFailures < 0:
 		return o, errors.New("negative lease cache size or breaker threshold")
 	}

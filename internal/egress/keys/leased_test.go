@@ -372,9 +372,15 @@ func TestNewLeasedRefuses(t *testing.T) {
 		{"credentials", func(o *LeaseOptions) { o.PlatformURL = "http://u:p@127.0.0.1" }},
 		{"no automation", func(o *LeaseOptions) { o.AutomationID = 0 }},
 		{"no token", func(o *LeaseOptions) { o.Token = Secret{} }},
+		{"two tokens", func(o *LeaseOptions) { o.TokenFunc = func() string { return "t" } }},
 	}
 	if _, err := NewLeased(good); err != nil {
 		t.Fatalf("good options: %v", err)
+	}
+	byFunc := good
+	byFunc.Token, byFunc.TokenFunc = Secret{}, func() string { return "t" }
+	if _, err := NewLeased(byFunc); err != nil {
+		t.Fatalf("good options with TokenFunc: %v", err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,5 +420,58 @@ func TestLeasedBreakerClosesAfterRecovery(t *testing.T) {
 	}
 	if s := env.pool.BreakerState(); s != "closed" {
 		t.Fatalf("breaker: got %s, want closed", s)
+	}
+}
+
+// TestLeasedTokenFuncFollowsRotation: with TokenFunc, each lease call
+// sends the token in effect, so a rotated token keeps leases coming; the
+// token never shows in an error.
+func TestLeasedTokenFuncFollowsRotation(t *testing.T) {
+	const rotated = "9c2e7b4a1f6d3e8c0b5a2f7e4d1c9b6a3f0e8d5c2b7a4f1e6d3c0b9a8f5e2d7c"
+	var token atomic.Value
+	token.Store(testToken)
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.Token = Secret{}
+		o.TokenFunc = func() string { return token.Load().(string) }
+		o.RefreshMargin = time.Nanosecond
+	})
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+
+	// The platform rotates the token; until the sidecar follows, leases
+	// are refused, and no error shows either token.
+	env.platform.AddAutomation(testAutomation, rotated)
+	env.clk.Set(first.ExpiresAt)
+	_, err := env.pool.Acquire(t.Context(), "m", 0)
+	if !errors.Is(err, ErrPlatformRefused) || !strings.Contains(err.Error(), "status 401") {
+		t.Fatalf("stale token: got %v, want the platform's 401", err)
+	}
+	if leaks(err.Error(), testToken, rotated) {
+		t.Fatalf("the error shows a token: %v", err)
+	}
+
+	// The configuration reload brings the new token: the next call uses it.
+	token.Store(rotated)
+	env.clk.Advance(2 * time.Second)
+	l := mustAcquire(t, env.pool, 0)
+	env.pool.Report(l, Outcome{Status: 200})
+	if l.KeyID != 12 || !l.ExpiresAt.After(first.ExpiresAt) {
+		t.Fatalf("after the rotation: got %v until %s, want a new lease of key 12",
+			l, l.ExpiresAt)
+	}
+
+	// An empty token fails the call before anything is sent.
+	token.Store("")
+	env.clk.Set(l.ExpiresAt)
+	calls := env.leaseCalls()
+	_, err = env.pool.Acquire(t.Context(), "m", 0)
+	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), "service token is empty") {
+		t.Fatalf("empty token: got %v, want ErrNoKey naming the empty token", err)
+	}
+	if n := env.leaseCalls(); n != calls {
+		t.Fatalf("lease calls with an empty token: got %d, want %d", n, calls)
+	}
+	if s := env.pool.BreakerState(); s != "closed" {
+		t.Fatalf("breaker after an empty token: got %s, want closed", s)
 	}
 }

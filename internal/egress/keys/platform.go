@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -46,17 +47,25 @@ type leaseAnswer struct {
 	limits    Limits
 }
 
+// errNoToken: the token function gave nothing; nothing was sent. The
+// breaker does not count it.
+var errNoToken = errors.New("service token is empty")
+
 // callPlatform asks the platform for one lease. Its errors match
 // ErrPlatformUnavailable (no answer, 5xx, 429), ErrPlatformRefused (another
-// non-200, or success false) or ErrBadLease, and never contain the token,
-// the key or the answer's body.
+// non-200, or success false), ErrBadLease or errNoToken, and never contain
+// the token, the key or the answer's body.
 func (p *Leased) callPlatform(
 	ctx context.Context, model string, maxTokens int64,
 ) (leaseAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.CallTimeout)
 	defer cancel()
 
-	// Send the guide's request with the service token.
+	// Send the guide's request with the service token in effect.
+	token := p.token()
+	if token == "" {
+		return leaseAnswer{}, errNoToken
+	}
 	body, err := json.Marshal(leaseRequest{Model: model, MaxTokens: max(maxTokens, 0)})
 	if err != nil {
 		return leaseAnswer{}, fmt.Errorf("encode lease request: %w", err)
@@ -67,7 +76,7 @@ func (p *Leased) callPlatform(
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set(headerServiceToken, p.opts.Token.Reveal())
+	req.Header.Set(headerServiceToken, token)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return leaseAnswer{}, fmt.Errorf("%w: %w", ErrPlatformUnavailable, err)
