@@ -362,3 +362,35 @@ func TestAppGoneDrainBounded(t *testing.T) {
 		})
 	}
 }
+
+// An app that hangs up right after the last event, before the upstream
+// ended its answer (openai-go closes at "[DONE]"), got the whole answer:
+// the call is complete, not client_gone. (Whether the egress sees the
+// hang-up before or after the upstream's end is a race; this test takes
+// the common order, TestEgressWithOpenAIGo in internal/sidecar met the
+// other one.)
+func TestAppGoneAfterLastEventIsComplete(t *testing.T) {
+	t.Parallel()
+	gone := make(chan struct{})
+	up, _ := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) {
+		startStream(w)
+		_, _ = io.WriteString(w, sseChunk+sseUsage+sseDone)
+		flush(w)
+		select { // the answer ends only once the app has left
+		case <-gone:
+		case <-time.After(10 * time.Second):
+			t.Error("the egress never noticed the app leaving")
+		}
+	})
+	e := newEnv(t, up.URL, 1, nil)
+	e.h.onAppGone = func() { close(gone) }
+
+	resp, cancel := e.openStream(streamBody, nil)
+	readUntil(t, bufio.NewReader(resp.Body), "[DONE]")
+	cancel()
+	e.wait()
+
+	if rec := e.sink.only(t); rec.Exit != outbox.ExitComplete || rec.TotalTokens != 12 {
+		t.Errorf("record %+v: want complete with 12 tokens", rec)
+	}
+}
