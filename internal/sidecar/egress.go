@@ -449,11 +449,15 @@ func (e *egressState) stopDelivery(log *slog.Logger) {
 	}
 }
 
-// close releases the outbox store and its pool. The handler must be shut
-// down and the deliverer stopped first.
+// close stops the key pools' platform calls (lease renewals) and releases
+// the outbox store and its pool. The handler must be shut down and the
+// deliverer stopped first.
 func (e *egressState) close() {
 	if e == nil {
 		return
+	}
+	if e.pool != nil {
+		e.pool.Close()
 	}
 	if e.proxy != nil {
 		e.proxy.Close()

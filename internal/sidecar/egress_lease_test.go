@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zimmer-sidecar/zimmer-sidecar/internal/egress/keys"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeopenai"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeplatform"
 )
@@ -88,4 +90,30 @@ func TestEgressLeasesFollowTokenRotation(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	noSecretIn(t, "the log", r.logs.String(), key, testToken, rotatedToken)
+}
+
+// TestEgressLeasedPoolClosesWithTheSidecar: once the sidecar is closed,
+// its leased pool hands out no key and asks the platform for none, though
+// it still holds a valid lease.
+func TestEgressLeasedPoolClosesWithTheSidecar(t *testing.T) {
+	t.Parallel()
+	r := newLeaseRig(t, "sk-lease-close-8e2d5b1f7c4a09e3", time.Minute)
+	r.run()
+	r.waitReady()
+	r.chat("a call", http.StatusOK)
+	if err := r.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := r.sc.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	calls := r.plat.Calls(fakeplatform.EndpointLease)
+	_, err := r.sc.egress.pool.Acquire(t.Context(), "gpt-4o-mini", 0)
+	if !errors.Is(err, keys.ErrClosed) {
+		t.Fatalf("Acquire after Close: got %v, want keys.ErrClosed", err)
+	}
+	if n := r.plat.Calls(fakeplatform.EndpointLease); n != calls {
+		t.Fatalf("lease calls after Close: got %d, want %d", n, calls)
+	}
 }

@@ -26,7 +26,9 @@
 // redacted form and are read only through Secret.Reveal. No error, event or
 // String method of this package contains a key or the service token.
 //
-// The package does not log and starts no goroutines: rotation events
-// reach the caller through Options.OnEvent, called without any lock held.
-// Every time comes from an injected clock.
+// The package does not log: rotation events reach the caller through
+// Options.OnEvent, called without any lock held. The one goroutine it
+// starts is Leased's background renewal (one at a time), which
+// Leased.Close cancels and waits for; Swappable.Close closes the pools it
+// held. Every time comes from an injected clock.
 package keys

@@ -21,6 +21,8 @@ var (
 	// ErrBadLease: the lease platform's answer could not be used
 	// (malformed JSON, missing key, missing or past expiry).
 	ErrBadLease = errors.New("malformed lease answer")
+	// ErrClosed: the pool was closed; it hands out no more keys.
+	ErrClosed = errors.New("key pool closed")
 )
 
 // NoKeyError is returned by Acquire when no key can serve a call. It

@@ -79,6 +79,8 @@ type LeaseOptions struct {
 // from the cache; its state is kept by key_id, so a new lease of the same
 // rejected key (same key_id and value) is not used, and an exhausted key
 // waits for the next UTC day.
+//
+// Close stops the pool's platform calls, renewals included.
 type Leased struct {
 	opts     LeaseOptions
 	endpoint string
@@ -86,6 +88,11 @@ type Leased struct {
 	client   *http.Client
 	breaker  *gobreaker.CircuitBreaker[leaseAnswer]
 	fetching chan struct{} // a one-slot semaphore held during a fetch
+	// life ends at Close; renewals and fetches run under it.
+	life context.Context
+	stop context.CancelFunc // called with mu held, so no renewal starts after it
+	// renewals counts running background renewals; Add under mu.
+	renewals sync.WaitGroup
 
 	mu         sync.Mutex
 	cache      *lru.Cache[leaseVersion, *leaseEntry]
@@ -94,7 +101,10 @@ type Leased struct {
 	lastErr    error               // the last fetch's error, nil if it leased
 }
 
-var _ Pool = (*Leased)(nil)
+var (
+	_ Pool   = (*Leased)(nil)
+	_ closer = (*Leased)(nil)
+)
 
 // leaseVersion identifies one lease: a key and the expiry it was leased
 // until. A renewal of the same key is a new version.
@@ -131,7 +141,10 @@ func NewLeased(opts LeaseOptions) (*Leased, error) {
 	if token == nil {
 		token = opts.Token.Reveal
 	}
+	life, stop := context.WithCancel(context.Background())
 	p := &Leased{
+		life:     life,
+		stop:     stop,
 		opts:     opts,
 		endpoint: endpoint,
 		token:    token,
@@ -209,6 +222,9 @@ func (p *Leased) Acquire(ctx context.Context, model string, maxTokens int64) (Le
 	if err := contextErr(ctx); err != nil {
 		return Lease{}, err
 	}
+	if p.life.Err() != nil {
+		return Lease{}, closedErr()
+	}
 	l, renew, why := p.tryPick(maxTokens)
 	if why == nil {
 		if renew {
@@ -227,6 +243,11 @@ func (p *Leased) acquireSlow(ctx context.Context, model string, maxTokens int64)
 		defer func() { <-p.fetching }()
 	case <-ctx.Done():
 		return Lease{}, contextErr(ctx)
+	case <-p.life.Done():
+		return Lease{}, closedErr()
+	}
+	if p.life.Err() != nil {
+		return Lease{}, closedErr()
 	}
 	if l, _, why := p.tryPick(maxTokens); why == nil {
 		return l, nil
@@ -238,13 +259,24 @@ func (p *Leased) acquireSlow(ctx context.Context, model string, maxTokens int64)
 		p.mu.Unlock()
 		return p.noKey(why, last)
 	}
-	ferr := p.fetch(ctx, model, maxTokens)
+	// The fetch ends with the caller's context or at Close.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopCut := context.AfterFunc(p.life, cancel)
+	defer stopCut()
+	ferr := p.fetch(fctx, model, maxTokens)
+	if p.life.Err() != nil {
+		return Lease{}, closedErr()
+	}
 	l, _, why := p.tryPick(maxTokens)
 	if why == nil {
 		return l, nil
 	}
 	return p.noKey(why, ferr)
 }
+
+// closedErr is Acquire's error after Close.
+func closedErr() error { return &NoKeyError{Cause: ErrClosed} }
 
 // noKey builds Acquire's error when nothing can serve.
 func (p *Leased) noKey(why *tally, ferr error) (Lease, error) {
@@ -259,21 +291,35 @@ func (p *Leased) noKey(why *tally, ferr error) (Lease, error) {
 // MinFetchInterval: the call that noticed the lease ageing goes on with
 // it at once, whatever the platform's speed. A failure is ignored: the
 // current leases serve until they expire. The fetch is bounded by
-// CallTimeout.
+// CallTimeout and ends at Close, which waits for it.
 func (p *Leased) renew(model string, maxTokens int64) {
 	select {
 	case p.fetching <- struct{}{}:
 	default:
 		return
 	}
-	if p.answeredRecently() {
+	if p.answeredRecently() || !p.startRenewal() {
 		<-p.fetching
 		return
 	}
 	go func() {
+		defer p.renewals.Done()
 		defer func() { <-p.fetching }()
-		_ = p.fetch(context.Background(), model, maxTokens)
+		_ = p.fetch(p.life, model, maxTokens)
 	}()
+}
+
+// startRenewal counts a renewal about to start, unless the pool is
+// closed. Close cancels under the same lock, so it waits for every
+// renewal counted.
+func (p *Leased) startRenewal() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.life.Err() != nil {
+		return false
+	}
+	p.renewals.Add(1)
+	return true
 }
 
 // answeredRecently reports whether the platform answered within
@@ -421,6 +467,18 @@ func (p *Leased) Status() []KeyStatus {
 	}
 	slices.SortFunc(out, func(a, b KeyStatus) int { return cmp.Compare(a.KeyID, b.KeyID) })
 	return out
+}
+
+// Close stops the pool's platform calls: it cancels a background
+// renewal and any fetch under way, and waits for the renewal to end.
+// Afterwards Acquire fails with a *NoKeyError matching ErrClosed and
+// contacts nobody; Report still takes back leases handed out before, and
+// Status still reads. Close is idempotent and safe for concurrent use.
+func (p *Leased) Close() {
+	p.mu.Lock()
+	p.stop()
+	p.mu.Unlock()
+	p.renewals.Wait()
 }
 
 // BreakerState returns the platform breaker's state: "closed",

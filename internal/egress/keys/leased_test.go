@@ -475,3 +475,112 @@ func TestLeasedTokenFuncFollowsRotation(t *testing.T) {
 		t.Fatalf("breaker after an empty token: got %s, want closed", s)
 	}
 }
+
+// hangingPlatform makes the pool's platform calls hang, once hang is set,
+// until their context ends; each hanging call is announced on entered
+// and its context's error sent to ended.
+type hangingPlatform struct {
+	hang    atomic.Bool
+	entered chan struct{}
+	ended   chan error
+}
+
+// install wraps the options' client (before the pool is built) and sets
+// a CallTimeout no test waits for.
+func (h *hangingPlatform) install(o *LeaseOptions) {
+	h.entered, h.ended = make(chan struct{}, 4), make(chan error, 4)
+	o.CallTimeout = time.Minute
+	base := o.Client.Transport
+	o.Client = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if !h.hang.Load() {
+			return base.RoundTrip(r)
+		}
+		h.entered <- struct{}{}
+		<-r.Context().Done()
+		h.ended <- r.Context().Err()
+		return nil, r.Context().Err()
+	})}
+}
+
+// receive waits for one value of ch, bounded so that a regression fails.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
+// TestLeasedCloseStopsTheRenewal: Close cancels a renewal waiting for the
+// platform and returns once it ended; then Acquire fails with ErrClosed
+// and the platform is not called again, while Report still takes back a
+// lease handed out before.
+func TestLeasedCloseStopsTheRenewal(t *testing.T) {
+	hp := &hangingPlatform{}
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
+		o.RefreshMargin = time.Minute
+		hp.install(o)
+	})
+	first := mustAcquire(t, env.pool, 0)
+	env.pool.Report(first, Outcome{Status: 200})
+
+	// A call inside the refresh margin starts a renewal, which hangs.
+	env.clk.Advance(9*time.Minute + 30*time.Second)
+	hp.hang.Store(true)
+	inFlight := mustAcquire(t, env.pool, 0)
+	receive(t, hp.entered, "the renewal to call the platform")
+
+	env.pool.Close()
+	select {
+	case env.pool.fetching <- struct{}{}:
+		<-env.pool.fetching
+	default:
+		t.Fatal("Close returned while the renewal was still running")
+	}
+	if err := receive(t, hp.ended, "the renewal to end"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("renewal's context: got %v, want context.Canceled", err)
+	}
+
+	// Closed: no key, no platform call; a lease handed out before is
+	// still taken back.
+	calls := env.leaseCalls()
+	_, err := env.pool.Acquire(t.Context(), "m", 0)
+	if !errors.Is(err, ErrClosed) || !errors.Is(err, ErrNoKey) {
+		t.Fatalf("Acquire after Close: got %v, want ErrClosed and ErrNoKey", err)
+	}
+	if n := env.leaseCalls(); n != calls {
+		t.Fatalf("lease calls after Close: got %d, want %d", n, calls)
+	}
+	env.pool.Report(inFlight, Outcome{Status: 200, Tokens: 5})
+	if st := env.pool.Status(); len(st) != 1 || st[0].InFlight != 0 || st[0].TokensToday != 5 {
+		t.Fatalf("status after the late report: got %+v, want nothing in flight, 5 tokens", st)
+	}
+	env.pool.Close() // a second Close is harmless
+}
+
+// TestLeasedCloseCutsAWaitingAcquire: an Acquire waiting for the
+// platform, and one waiting for its turn, end with ErrClosed at Close.
+func TestLeasedCloseCutsAWaitingAcquire(t *testing.T) {
+	hp := &hangingPlatform{}
+	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, hp.install)
+	hp.hang.Store(true)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := env.pool.Acquire(context.Background(), "m", 0)
+			errs <- err
+		}()
+	}
+	receive(t, hp.entered, "a fetch to call the platform")
+
+	env.pool.Close()
+	for range 2 {
+		if err := receive(t, errs, "Acquire to return"); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Acquire cut by Close: got %v, want ErrClosed", err)
+		}
+	}
+}

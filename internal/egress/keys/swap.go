@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 )
 
@@ -15,9 +16,14 @@ type StatusPool interface {
 // Swappable is a Pool whose keys can be replaced while calls are in
 // flight, as a configuration reload does: new calls draw from the new
 // pool, and each lease is reported to the pool that issued it, so its
-// outcome never touches the other pool's state.
+// outcome never touches the other pool's state. Close closes the pools it
+// has held.
 type Swappable struct {
 	cur atomic.Pointer[poolBox]
+
+	mu      sync.Mutex
+	closers []closer // pools held that have Close, until Close
+	closed  bool
 }
 
 // poolBox lets an interface value live behind an atomic pointer.
@@ -32,8 +38,24 @@ func NewSwappable(p StatusPool) *Swappable {
 	return s
 }
 
-// Swap makes p the pool of new calls.
-func (s *Swappable) Swap(p StatusPool) { s.cur.Store(&poolBox{p: p}) }
+// Swap makes p the pool of new calls. The pool it replaces still takes
+// back its leases; Close closes it.
+func (s *Swappable) Swap(p StatusPool) {
+	s.cur.Store(&poolBox{p: p})
+	c, ok := p.(closer)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.closers = append(s.closers, c)
+	}
+	s.mu.Unlock()
+	if closed {
+		c.Close()
+	}
+}
 
 // Current returns the pool new calls draw from.
 func (s *Swappable) Current() StatusPool { return s.cur.Load().p }
@@ -58,3 +80,20 @@ func (s *Swappable) Report(l Lease, o Outcome) {
 
 // Status implements StatusPool with the current pool.
 func (s *Swappable) Status() []KeyStatus { return s.Current().Status() }
+
+// closer is a pool with a stop path, such as Leased.
+type closer interface{ Close() }
+
+// Close closes every pool this Swappable has held that has a Close method
+// (the current one and those swapped out), once for each Swap that
+// installed it, and outside any lock. A pool swapped in after Close is
+// closed at once. Close is idempotent.
+func (s *Swappable) Close() {
+	s.mu.Lock()
+	pools := s.closers
+	s.closers, s.closed = nil, true
+	s.mu.Unlock()
+	for _, c := range pools {
+		c.Close()
+	}
+}

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
 )
 
@@ -50,5 +51,40 @@ func TestSwappableReportsToTheIssuingPool(t *testing.T) {
 	s.Report(Lease{}, Outcome{Status: http.StatusUnauthorized})
 	if st := newPool.Status()[stray.KeyID-1]; st.State != StateActive || st.InFlight != 1 {
 		t.Errorf("a stray report changed the new pool: %+v", st)
+	}
+}
+
+// closingPool is a Static pool that counts its Close calls.
+type closingPool struct {
+	*Static
+	closed atomic.Int32
+}
+
+func (p *closingPool) Close() { p.closed.Add(1) }
+
+// TestSwappableCloseClosesEveryPool: Close closes the current pool and
+// the pools swapped out, once each, and skips pools without Close; a pool
+// swapped in after Close is closed at once.
+func TestSwappableCloseClosesEveryPool(t *testing.T) {
+	t.Parallel()
+	first, _, _ := newStatic(t, 1, Limits{})
+	second, _, _ := newStatic(t, 1, Limits{})
+	a, b := &closingPool{Static: first}, &closingPool{Static: second}
+	plain, _, _ := newStatic(t, 1, Limits{})
+	s := NewSwappable(a)
+	s.Swap(plain)
+	s.Swap(b)
+
+	s.Close()
+	s.Close()
+	if na, nb := a.closed.Load(), b.closed.Load(); na != 1 || nb != 1 {
+		t.Fatalf("Close calls: swapped out %d, current %d; want 1 and 1", na, nb)
+	}
+
+	late, _, _ := newStatic(t, 1, Limits{})
+	c := &closingPool{Static: late}
+	s.Swap(c)
+	if n := c.closed.Load(); n != 1 {
+		t.Fatalf("a pool swapped in after Close: %d Close calls, want 1", n)
 	}
 }
