@@ -66,9 +66,9 @@ type DeliverOptions struct {
 	// PollInterval is the wait between rounds when nothing was due; an
 	// Enqueue ends it early.
 	PollInterval time.Duration
-	// BreakerFailures failed calls in a row (no answer, 5xx, 408, 429)
-	// open the breaker; it then refuses calls for BreakerOpenFor, and
-	// Run claims nothing meanwhile.
+	// BreakerFailures failed calls in a row (no answer, 5xx, 408, 429,
+	// and 401 or 403: a refused service token) open the breaker; it then
+	// refuses calls for BreakerOpenFor, and Run claims nothing meanwhile.
 	BreakerFailures int
 	BreakerOpenFor  time.Duration
 	// Owner names this deliverer's claims; empty means a random name.
@@ -120,15 +120,21 @@ type Event struct {
 // {PlatformURL}/api/automation-usage/consume. A gobreaker breaker guards
 // the calls.
 //
+// A 401 or 403 is about the service token, not the item: reports and
+// consumes alike are retried with backoff (their error matches
+// ErrTokenRefused) and the breaker counts it, so one token mistake opens
+// the breaker instead of parking every item.
+//
 // Reports are retried with backoff until answered 2xx; any other 4xx
-// than 408, 409, 425 and 429 (and a 1xx or 3xx) parks them as failed.
-// Consumes are never sent twice blindly: an attempt is retried only when
-// no byte of it can have reached the platform (no token, breaker open,
-// dial failure, a failure before the request was written). Once it may
-// have been written, a transport failure, a timeout or a 5xx parks it as
-// unknown; another non-2xx answer parks it as failed (the platform
-// refused it without charging). Each consume is marked durably (Store.
-// Begin) before it is sent, so a crash mid-call also leaves it unknown.
+// than 401, 403, 408, 409, 425 and 429 (and a 1xx or 3xx) parks them as
+// failed. Consumes are never sent twice blindly: an attempt is retried
+// only when no byte of it can have reached the platform (no token,
+// breaker open, dial failure, a failure before the request was written)
+// or the platform refused the token. Once it may have been written, a
+// transport failure, a timeout or a 5xx parks it as unknown; another
+// non-2xx answer parks it as failed (the platform refused it without
+// charging). Each consume is marked durably (Store.Begin) before it is
+// sent, so a crash mid-call also leaves it unknown.
 //
 // Several Deliverers may share a store; each item goes to one of them at
 // a time.
@@ -418,14 +424,14 @@ func (d *Deliverer) deliverReport(ctx context.Context, it Item) attempt {
 }
 
 // retryableReport reports whether a non-2xx answer to a report may be
-// retried: 5xx and the 4xx that say "try again".
+// retried: 5xx, the 4xx that say "try again", and a refused token.
 func retryableReport(status int) bool {
 	switch status {
 	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly,
 		http.StatusTooManyRequests:
 		return true
 	}
-	return status >= 500
+	return status >= 500 || tokenRefused(status)
 }
 
 // deliverConsume sends a consume and decides its outcome. The call is
@@ -438,6 +444,12 @@ func (d *Deliverer) deliverConsume(ctx context.Context, it Item) attempt {
 	switch {
 	case err != nil && !a.written:
 		return d.retry(it, a, fmt.Errorf("send consume (not sent): %w", d.breakerErr(err)))
+	case errors.Is(err, ErrTokenRefused):
+		// Not applied: the platform authenticates before it charges
+		// (FastAPI's auth dependency runs before the handler, which alone
+		// touches the ledger), so a 401 or 403 charged nobody and the
+		// consume may be sent again.
+		return d.retry(it, a, fmt.Errorf("send consume (not applied): %w", err))
 	case err != nil && a.status == 0:
 		return d.park(it, StateUnknown, 0,
 			fmt.Errorf("send consume: outcome unknown: %w", err))

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeplatform"
 )
 
@@ -162,8 +164,8 @@ func TestReportAnswers(t *testing.T) {
 		status int
 		want   State // StatePending: retried
 	}{
-		{302, StateFailed}, {400, StateFailed}, {401, StateFailed}, {403, StateFailed},
-		{404, StateFailed}, {422, StateFailed},
+		{302, StateFailed}, {400, StateFailed}, {404, StateFailed}, {422, StateFailed},
+		{401, StatePending}, {403, StatePending},
 		{408, StatePending}, {409, StatePending}, {425, StatePending}, {429, StatePending},
 		{500, StatePending}, {502, StatePending}, {503, StatePending},
 	}
@@ -426,7 +428,6 @@ func TestConsumeRefusedIsFailed(t *testing.T) {
 		want  int
 	}{
 		{"unknown user", 4242, serviceToken, 404},
-		{"wrong token", userID, "not-the-token", 401},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -447,6 +448,74 @@ func TestConsumeRefusedIsFailed(t *testing.T) {
 			evs := r.ev.list()
 			if len(evs) != 1 || evs[0].Status != tt.want || evs[0].Result != ResultFailed {
 				t.Fatalf("events: got %+v, want one failed with %d", evs, tt.want)
+			}
+		})
+	}
+}
+
+// TestTokenRefusalIsRetried: a 401 or 403 is about the service token,
+// not the item. Reports and consumes stay pending with a clear error (the
+// consume was not applied), the refusals open the breaker, and once the
+// token is right each item is delivered once.
+func TestTokenRefusalIsRetried(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		fault  bool // a 403 fault; else the platform's own 401 for a wrong token
+	}{
+		{"wrong token", http.StatusUnauthorized, false},
+		{"forbidden", http.StatusForbidden, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var token atomic.Value
+			token.Store("not-the-token")
+			r := newRig(t, nil, true, func(o *DeliverOptions) {
+				o.Token = func() string { return token.Load().(string) }
+				o.BreakerFailures = 2
+			})
+			if tt.fault {
+				token.Store(serviceToken)
+				for _, ep := range []fakeplatform.Endpoint{
+					fakeplatform.EndpointReport, fakeplatform.EndpointConsume,
+				} {
+					r.pl.p.SetFault(ep, fakeplatform.Fault{Status: tt.status, Times: 1})
+				}
+			}
+			r.enqueue(t, charged(1, 5))
+			r.flush(t)
+
+			// Both kept, retried, with the reason; nothing charged.
+			st := mustStats(t, r.store)
+			if st.Report.Pending != 1 || st.Consume.Pending != 1 || len(r.pl.p.Consumes()) != 0 {
+				t.Fatalf("got %+v, %d consumes applied; want both pending, none applied",
+					st, len(r.pl.p.Consumes()))
+			}
+			evs := r.ev.list()
+			for _, ev := range evs {
+				if ev.Result != ResultRetry || ev.Status != tt.status || ev.Err == nil ||
+					!strings.Contains(ev.Err.Error(), "platform refused the service token") {
+					t.Errorf("event: got %+v, want a retry after %d naming the token",
+						ev, tt.status)
+				}
+			}
+			if len(evs) != 2 {
+				t.Fatalf("got %d events, want 2", len(evs))
+			}
+
+			// The two refusals opened the breaker (half-open already, if
+			// its short open time is over: either way it tripped).
+			if s := r.d.breaker.State(); s == gobreaker.StateClosed {
+				t.Fatalf("breaker: got %s, want it tripped", s)
+			}
+
+			// With the right token, each item goes once.
+			token.Store(serviceToken)
+			r.drain(t)
+			if len(r.pl.p.Reports()) != 1 || len(r.pl.p.Consumes()) != 1 {
+				t.Fatalf("got %d reports and %d consumes, want 1 each",
+					len(r.pl.p.Reports()), len(r.pl.p.Consumes()))
 			}
 		})
 	}
@@ -676,9 +745,15 @@ func TestSecretsStayOut(t *testing.T) {
 		o.CallTimeout = 200 * time.Millisecond
 	})
 	r.pl.p.AddAutomation(automationID, "the-platform-expects-another-token")
-	r.enqueue(t, charged(1, 5)) // dial failure, then 401 for both
-	r.flush(t)
-	r.drain(t)
+	r.enqueue(t, charged(1, 5)) // dial failure, then 401s for both, retried
+	waitFor(t, "a 401 for the report and the consume", func() bool {
+		r.flush(t)
+		refused := map[Kind]bool{}
+		for _, ev := range r.ev.list() {
+			refused[ev.Kind] = refused[ev.Kind] || ev.Status == http.StatusUnauthorized
+		}
+		return refused[KindReport] && refused[KindConsume]
+	})
 	r.pl.p.AddAutomation(automationID, serviceToken)
 	r.pl.p.SetFault(fakeplatform.EndpointConsume, fakeplatform.Fault{Down: true, AfterApply: true})
 	r.pl.p.SetFault(fakeplatform.EndpointReport, fakeplatform.Fault{Status: 500, Times: 1})

@@ -9,10 +9,14 @@
 // it. A "consume" (when forwarding to the platform's ledger is on and the
 // call charged a user) goes to the platform's real consume endpoint,
 // which has no idempotency: it is retried only when it surely never
-// reached the platform, and an attempt whose outcome cannot be known is
-// parked as "unknown" for an admin to requeue or drop, never repeated on
-// its own. The platform's answer to a consume is handed to a hook, which
-// the sidecar wires to its local ledger.
+// reached the platform or was not applied, and an attempt whose outcome
+// cannot be known is parked as "unknown" for an admin to requeue or drop,
+// never repeated on its own. The platform's answer to a consume is handed
+// to a hook, which the sidecar wires to its local ledger.
+//
+// A 401 or 403 refuses the service token, not the item: both kinds are
+// retried with backoff (a refused consume was not applied), the breaker
+// counts the refusal, and the attempt's error matches ErrTokenRefused.
 //
 // Three parts:
 //

@@ -32,6 +32,12 @@ var (
 	errUnhealthy = errors.New("platform unavailable")
 )
 
+// ErrTokenRefused: the platform answered 401 or 403, which is about the
+// service token (wrong, rotated or revoked), not the item. The item is
+// retried, and the breaker counts the answer. Callers may match an
+// Event's Err against it to alert an operator.
+var ErrTokenRefused = errors.New("platform refused the service token")
+
 // reportBody is the guide's openai-usage report.
 type reportBody struct {
 	KeyID            int64  `json:"key_id"`
@@ -161,15 +167,25 @@ func (d *Deliverer) post(ctx context.Context, url string, v any, idemKey string)
 }
 
 // call runs post through the breaker. A status that says the platform is
-// unwell comes back as errUnhealthy, with the answer.
+// unwell comes back as errUnhealthy, a 401 or 403 as ErrTokenRefused,
+// with the answer; the breaker counts both.
 func (d *Deliverer) call(ctx context.Context, url string, v any, idemKey string) (answer, error) {
 	return d.breaker.Execute(func() (answer, error) {
 		a, err := d.post(ctx, url, v, idemKey)
-		if err == nil && unhealthy(a.status) {
+		switch {
+		case err != nil:
+		case unhealthy(a.status):
 			err = fmt.Errorf("%w: status %d", errUnhealthy, a.status)
+		case tokenRefused(a.status):
+			err = fmt.Errorf("%w: status %d", ErrTokenRefused, a.status)
 		}
 		return a, err
 	})
+}
+
+// tokenRefused reports whether status refuses the service token.
+func tokenRefused(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden
 }
 
 // unhealthy reports whether status says the platform is unwell.
