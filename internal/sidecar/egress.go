@@ -325,10 +325,14 @@ func (e *egressState) onDeliveryEvent(log *slog.Logger,
 			e.budget.forwardEnded(ev.ItemID)
 		}
 		lvl := slog.LevelDebug
-		switch ev.Result {
-		case outbox.ResultRetry:
+		switch {
+		case errors.Is(ev.Err, outbox.ErrTokenRefused):
+			// Nothing reaches the platform until an operator fixes it.
+			lvl = slog.LevelError
+		case ev.Result == outbox.ResultRetry:
 			lvl = slog.LevelInfo
-		case outbox.ResultUnknown, outbox.ResultFailed, outbox.ResultStoreError:
+		case ev.Result == outbox.ResultUnknown, ev.Result == outbox.ResultFailed,
+			ev.Result == outbox.ResultStoreError:
 			lvl = slog.LevelError
 		}
 		attrs := []slog.Attr{
