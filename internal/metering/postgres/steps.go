@@ -197,6 +197,25 @@ func (s *Store) provisionStep(
 	return metering.ProvisionResult{Account: acct, Created: own}, nil
 }
 
+// priorClaim returns the claim an earlier call made on key, if any, for a
+// request of kind with fingerprint fp; a claim made by another request is
+// ErrIdempotencyConflict. A fresh internal key can be claimed only by an
+// earlier attempt of this call, so it is looked up only on a retry.
+func priorClaim(ctx context.Context, tx pgx.Tx, key string, internal, retried bool,
+	kind metering.EntryKind, fp [32]byte) (claim, bool, error) {
+	if internal && !retried {
+		return claim{}, false, nil
+	}
+	c, ok, err := getClaim(ctx, tx, key, false)
+	if err != nil || !ok {
+		return claim{}, false, err
+	}
+	if !c.matches(kind, fp) {
+		return claim{}, false, metering.ErrIdempotencyConflict
+	}
+	return c, true, nil
+}
+
 // consumeStep answers a claimed key with its first answer, else applies
 // the demo rule to the locked account and writes the debit, its journal
 // entry and the key's claim together. A keyed refusal claims its key too,
@@ -213,20 +232,12 @@ func (s *Store) consumeStep(
 	fp := req.Fingerprint()
 	key, internal := claimKey(req.IdempotencyKey, call)
 
-	// A claimed key answers as it first did, or conflicts. A fresh
-	// internal key can be claimed only by an earlier attempt.
-	var c claim
-	var ok bool
-	if !internal || retried {
-		var err error
-		if c, ok, err = getClaim(ctx, tx, key, false); err != nil {
-			return metering.ConsumeResult{}, err
-		}
+	// A claimed key answers as it first did, or conflicts.
+	c, ok, err := priorClaim(ctx, tx, key, internal, retried, metering.EntryDebit, fp)
+	if err != nil {
+		return metering.ConsumeResult{}, err
 	}
 	if ok {
-		if !c.matches(metering.EntryDebit, fp) {
-			return metering.ConsumeResult{}, metering.ErrIdempotencyConflict
-		}
 		res, err := decodeConsume(c.result)
 		if err != nil {
 			return metering.ConsumeResult{}, err
@@ -284,20 +295,12 @@ func (s *Store) creditStep(
 	fp := req.Fingerprint()
 	key, internal := claimKey(req.IdempotencyKey, call)
 
-	// A claimed key answers as it first did, or conflicts. A fresh
-	// internal key can be claimed only by an earlier attempt.
-	var c claim
-	var ok bool
-	if !internal || retried {
-		var err error
-		if c, ok, err = getClaim(ctx, tx, key, false); err != nil {
-			return metering.Account{}, err
-		}
+	// A claimed key answers as it first did, or conflicts.
+	c, ok, err := priorClaim(ctx, tx, key, internal, retried, metering.EntryCredit, fp)
+	if err != nil {
+		return metering.Account{}, err
 	}
 	if ok {
-		if !c.matches(metering.EntryCredit, fp) {
-			return metering.Account{}, metering.ErrIdempotencyConflict
-		}
 		return decodeAccount(c.result)
 	}
 
