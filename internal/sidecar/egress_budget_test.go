@@ -48,6 +48,21 @@ func paidOf(t *testing.T, l metering.Ledger) int64 {
 	return a.PaidTokens
 }
 
+// reserve holds units for call id of user 5, failing the test on refusal.
+func reserve(t *testing.T, b *ledgerBudget, id string, units int64) {
+	t.Helper()
+	if ok, err := b.Reserve(t.Context(), 5, id, units); !ok || err != nil {
+		t.Fatalf("reserve %s: %v %v", id, ok, err)
+	}
+}
+
+// platformSays is the platform's accepting answer to call id of user 5, with
+// paid tokens left.
+func platformSays(b *ledgerBudget, id string, paid int64) {
+	b.platformAnswered(outbox.ConsumeAnswer{CallID: id, UserAutomationID: 5, Units: 1,
+		Accepted: true, RemainingPaidTokens: paid})
+}
+
 // TestBudgetTakesTheLowestPlatformAnswer: two calls forwarded to the
 // platform whose answers come back in the other order: the local balance
 // becomes the lower (later) one, and only once both are answered.
@@ -56,22 +71,18 @@ func TestBudgetTakesTheLowestPlatformAnswer(t *testing.T) {
 	b, l := newTestBudget(t)
 	ctx := t.Context()
 	for _, id := range []string{"a", "b"} {
-		if ok, err := b.Reserve(ctx, 5, id, 10); !ok || err != nil {
-			t.Fatalf("reserve %s: %v %v", id, ok, err)
-		}
+		reserve(t, b, id, 10)
 		if _, err := b.Settle(ctx, 5, id, 4); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The platform applied a (100-4 = 96) then b (92); b's answer
 	// arrives first.
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "b", UserAutomationID: 5, Units: 4,
-		Accepted: true, RemainingPaidTokens: 90})
+	platformSays(b, "b", 90)
 	if got := paidOf(t, l); got != 92 {
 		t.Fatalf("after the first answer: paid %d, want the local 92 (a is outstanding)", got)
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "a", UserAutomationID: 5, Units: 4,
-		Accepted: true, RemainingPaidTokens: 94})
+	platformSays(b, "a", 94)
 	if got := paidOf(t, l); got != 90 {
 		t.Fatalf("after both answers: paid %d, want the platform's latest 90", got)
 	}
@@ -98,13 +109,11 @@ func TestBudgetCountsConsumesLeftByAnEarlierRun(t *testing.T) {
 	if err := b.loadPending(t.Context(), store, 100); err != nil {
 		t.Fatal(err)
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "y", UserAutomationID: 5, Units: 3,
-		Accepted: true, RemainingPaidTokens: 40})
+	platformSays(b, "y", 40)
 	if got := paidOf(t, l); got != 100 {
 		t.Fatalf("with x still pending: paid %d, want 100 unchanged", got)
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "x", UserAutomationID: 5, Units: 3,
-		Accepted: true, RemainingPaidTokens: 43})
+	platformSays(b, "x", 43)
 	if got := paidOf(t, l); got != 40 {
 		t.Fatalf("after both: paid %d, want 40", got)
 	}
@@ -119,25 +128,21 @@ func TestBudgetSharedCountsOnlyHolds(t *testing.T) {
 	b.shared = true
 	ctx := t.Context()
 	for _, id := range []string{"a", "b"} {
-		if ok, err := b.Reserve(ctx, 5, id, 10); !ok || err != nil {
-			t.Fatalf("reserve %s: %v %v", id, ok, err)
-		}
+		reserve(t, b, id, 10)
 	}
 	if _, err := b.Settle(ctx, 5, "a", 4); err != nil {
 		t.Fatal(err)
 	}
 	// b still holds its reservation: an answer (to a consume another
 	// replica forwarded) waits.
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "z", UserAutomationID: 5, Units: 1,
-		Accepted: true, RemainingPaidTokens: 70})
+	platformSays(b, "z", 70)
 	if got := paidOf(t, l); got != 86 {
 		t.Fatalf("with b held: paid %d, want the local 86", got)
 	}
 	if _, err := b.Settle(ctx, 5, "b", 4); err != nil {
 		t.Fatal(err)
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "y", UserAutomationID: 5, Units: 1,
-		Accepted: true, RemainingPaidTokens: 75})
+	platformSays(b, "y", 75)
 	if got := paidOf(t, l); got != 70 {
 		t.Fatalf("nothing held: paid %d, want the lowest answer 70", got)
 	}
@@ -159,33 +164,26 @@ func TestBudgetOpenEndsOnEveryPath(t *testing.T) {
 	b.now = func() time.Time { return now }
 	ctx := t.Context()
 
-	if ok, err := b.Reserve(ctx, 5, "a", 10); !ok || err != nil {
-		t.Fatalf("reserve: %v %v", ok, err)
-	}
+	reserve(t, b, "a", 10)
 	if _, err := b.Settle(ctx, 5, "a", -1); err == nil {
 		t.Fatal("a negative settle succeeded")
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "p", UserAutomationID: 5, Units: 1,
-		Accepted: true, RemainingPaidTokens: 80})
+	platformSays(b, "p", 80)
 	if got := paidOf(t, l); got != 80 {
 		t.Fatalf("after a failed settle: paid %d, want the platform's 80", got)
 	}
 
 	// A forwarded consume whose answer never comes (its record was lost).
-	if ok, err := b.Reserve(ctx, 5, "b", 10); !ok || err != nil {
-		t.Fatalf("reserve: %v %v", ok, err)
-	}
+	reserve(t, b, "b", 10)
 	if _, err := b.Settle(ctx, 5, "b", 4); err != nil {
 		t.Fatal(err)
 	}
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "q", UserAutomationID: 5, Units: 1,
-		Accepted: true, RemainingPaidTokens: 60})
+	platformSays(b, "q", 60)
 	if got := paidOf(t, l); got != 76 {
 		t.Fatalf("with b's consume open: paid %d, want the local 76", got)
 	}
 	now = now.Add(openLapse + time.Minute)
-	b.platformAnswered(outbox.ConsumeAnswer{CallID: "r", UserAutomationID: 5, Units: 1,
-		Accepted: true, RemainingPaidTokens: 65})
+	platformSays(b, "r", 65)
 	if got := paidOf(t, l); got != 60 {
 		t.Fatalf("after the lapse: paid %d, want the lowest answer 60", got)
 	}
@@ -227,8 +225,7 @@ func TestBudgetReserveNeverLostToReconcile(t *testing.T) {
 	<-p.committed // the hold is in the ledger; Reserve has not returned
 	answered := make(chan struct{})
 	go func() {
-		b.platformAnswered(outbox.ConsumeAnswer{CallID: "z", UserAutomationID: 5, Units: 1,
-			Accepted: true, RemainingPaidTokens: 100})
+		platformSays(b, "z", 100)
 		close(answered)
 	}()
 	select { // give an unordered answer the chance to run first
