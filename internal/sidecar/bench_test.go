@@ -99,11 +99,18 @@ path = %q
 path = "/protected/*"
 protect = true
 `, access, appURL, filepath.Join(b.TempDir(), "ledger.db"))
-	cfg, err := config.Parse([]byte(doc), []string{"BENCH_SERVICE_TOKEN=" + benchToken})
+	s := runBenchSidecar(b, doc, "BENCH_SERVICE_TOKEN="+benchToken)
+	return "http://" + s.PublicAddr()
+}
+
+// runBenchSidecar parses doc with env, runs the sidecar until the
+// benchmark ends (its logs discarded) and returns it listening.
+func runBenchSidecar(b *testing.B, doc string, env ...string) *sidecar.Sidecar {
+	b.Helper()
+	cfg, err := config.Parse([]byte(doc), env)
 	if err != nil {
 		b.Fatalf("config.Parse: %v", err)
 	}
-
 	red := logging.NewRedactor()
 	logger := logging.New(io.Discard, slog.LevelInfo, red)
 	s, err := sidecar.New(cfg, sidecar.Options{Logger: logger, Redactor: red})
@@ -114,7 +121,6 @@ protect = true
 		_ = s.Close()
 		b.Fatalf("Listen: %v", err)
 	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -124,7 +130,7 @@ protect = true
 			b.Errorf("Run: %v", err)
 		}
 	})
-	return "http://" + s.PublicAddr()
+	return s
 }
 
 // benchClient keeps one idle connection per benchmark goroutine and never

@@ -4,20 +4,15 @@ package sidecar_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/config"
 	"github.com/zimmer-sidecar/zimmer-sidecar/internal/fakeopenai"
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/logging"
-	"github.com/zimmer-sidecar/zimmer-sidecar/internal/sidecar"
 )
 
 // The egress benchmarks compare one OpenAI call sent straight to a fake
@@ -72,30 +67,8 @@ path = %q
 enabled = %t
 tokens_per_unit = 10
 `, filepath.Join(dir, "ledger.db"), up.URL, filepath.Join(dir, "outbox.db"), budget)
-	cfg, err := config.Parse([]byte(doc), []string{
-		"BENCH_SERVICE_TOKEN=" + benchToken, "BENCH_OPENAI_KEY=" + benchUpstreamKey})
-	if err != nil {
-		b.Fatalf("config.Parse: %v", err)
-	}
-	red := logging.NewRedactor()
-	s, err := sidecar.New(cfg, sidecar.Options{
-		Logger: logging.New(io.Discard, slog.LevelInfo, red), Redactor: red})
-	if err != nil {
-		b.Fatalf("sidecar.New: %v", err)
-	}
-	if err := s.Listen(); err != nil {
-		_ = s.Close()
-		b.Fatalf("Listen: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	})
+	s := runBenchSidecar(b, doc,
+		"BENCH_SERVICE_TOKEN="+benchToken, "BENCH_OPENAI_KEY="+benchUpstreamKey)
 	if budget {
 		req, err := http.NewRequest("POST", "http://"+s.PublicAddr()+"/provision",
 			strings.NewReader(`{"user_automation_id":1,"user_id":1,"demo_tokens":1000000000000}`))
