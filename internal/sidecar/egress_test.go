@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -288,4 +289,45 @@ func keysOf(rs []fakeopenai.Record) []string {
 		out = append(out, fakeopenai.MaskKey(r.Key))
 	}
 	return out
+}
+
+// TestEgressOpenAIGoThroughRejectedKeys: the official Go client, with its
+// own retries off, gets its answer when the first key is revoked and when
+// it is rate limited: the sidecar moves to the second key, and the client
+// never sees the upstream's refusal.
+func TestEgressOpenAIGoThroughRejectedKeys(t *testing.T) {
+	t.Parallel()
+	const second = "sk-sidecar-second-key-9f8e7d6c5b4a3210"
+	for _, st := range []fakeopenai.State{
+		{Kind: fakeopenai.Revoked},
+		{Kind: fakeopenai.RateLimited, RetryAfter: time.Minute},
+	} {
+		fake := fakeopenai.New(fakeopenai.Options{Keys: []string{upstreamKey, second}})
+		fake.SetKeyState(upstreamKey, st)
+		p := egressParams(t, fake, upstreamKey)
+		p.env = append(p.env, "ZS_KEY2="+second,
+			"ZIMMER_SIDECAR_EGRESS__KEYS=env:ZS_OPENAI_KEY,env:ZS_KEY2")
+		h := startHarness(t, p)
+		h.waitReady()
+		c := openai.NewClient(
+			option.WithBaseURL("http://"+h.sc.EgressAddr()+"/v1/"),
+			option.WithAPIKey("placeholder-not-a-key"),
+			option.WithMaxRetries(0),
+		)
+		params := openai.ChatCompletionNewParams{
+			Model:    openai.ChatModelGPT4oMini,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		}
+		for i := range 2 { // the first call meets the refusal, the second avoids it
+			if _, err := c.Chat.Completions.New(t.Context(), params); err != nil {
+				t.Fatalf("state %v, call %d: %v", st.Kind, i, err)
+			}
+		}
+		if got := keysOf(fake.Requests()); len(got) != 3 ||
+			got[0] != fakeopenai.MaskKey(upstreamKey) || got[1] != fakeopenai.MaskKey(second) ||
+			got[2] != fakeopenai.MaskKey(second) {
+			t.Errorf("state %v: upstream saw keys %v, want the first once, then the second",
+				st.Kind, got)
+		}
+	}
 }
