@@ -168,6 +168,9 @@ func (s *BoltStore) Add(ctx context.Context, items []Item) error {
 // Full implements Store.
 func (s *BoltStore) Full() bool { return s.count.Load() >= int64(s.max) }
 
+// Count implements Store.
+func (s *BoltStore) Count() int { return int(s.count.Load()) }
+
 // Claim implements Store.
 func (s *BoltStore) Claim(_ context.Context, c Claim) ([]Item, error) {
 	if s.closed.Load() {

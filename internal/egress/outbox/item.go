@@ -183,6 +183,10 @@ type Store interface {
 	// Full reports that the store holds its bound of items. It is cheap
 	// and never blocks on I/O.
 	Full() bool
+	// Count is the number of items stored, as kept in memory (for a
+	// shared PostgreSQL table, as last counted and adjusted since). It is
+	// cheap and never blocks on I/O; Stats counts exactly.
+	Count() int
 	// Claim takes up to c.Limit pending items due at c.Now for c.Owner
 	// until c.Until, oldest due first. Consumes whose earlier claim
 	// lapsed after Begin are first parked as unknown.

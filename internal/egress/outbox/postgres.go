@@ -175,6 +175,9 @@ func (s *PostgresStore) Full() bool {
 	return s.count.Load()+s.reserved.Load() >= int64(s.max)
 }
 
+// Count implements Store.
+func (s *PostgresStore) Count() int { return int(s.count.Load()) }
+
 // Claim implements Store.
 func (s *PostgresStore) Claim(ctx context.Context, c Claim) ([]Item, error) {
 	if s.closed.Load() {

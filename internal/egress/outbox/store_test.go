@@ -105,8 +105,8 @@ func testBounded(t *testing.T, b backend) {
 	if !errors.Is(err, ErrFull) {
 		t.Fatalf("adding 2 to 2 of 3: got %v, want ErrFull", err)
 	}
-	if st := mustStats(t, s); st.Total != 2 {
-		t.Fatalf("a refused add stored something: %d items", st.Total)
+	if st := mustStats(t, s); st.Total != 2 || s.Count() != 2 {
+		t.Fatalf("a refused add stored something: %d items (count %d)", st.Total, s.Count())
 	}
 	mustAdd(t, s, reportItem(3, t0))
 	if !s.Full() {
@@ -118,8 +118,8 @@ func testBounded(t *testing.T, b backend) {
 	c := Claim{Owner: "a", Now: t0, Until: t0.Add(time.Minute), Limit: 1}
 	got := mustClaim(t, s, c)
 	mustFinish(t, s, "a", Outcome{ID: got[0].ID, Done: true})
-	if s.Full() {
-		t.Fatal("still full after one item was delivered")
+	if s.Full() || s.Count() != 2 {
+		t.Fatalf("after one item was delivered: full %v, count %d", s.Full(), s.Count())
 	}
 	mustAdd(t, s, reportItem(4, t0))
 }
