@@ -45,7 +45,8 @@ func TestValidationRules(t *testing.T) {
 			"listen.idle_timeout", 4, `(got "soon")`},
 		{"size unit", "[listen]\nmax_body = \"1XB\"\n",
 			"listen.max_body", 4, `unknown unit "XB"`},
-		{"size negative", "[listen]\nmax_body = -1\n", "listen.max_body", 4, "must not be negative"},
+		{"size negative", "[listen]\nmax_body = -1\n",
+			"listen.max_body", 4, "must not be negative"},
 		{"size zero", "[listen]\nmax_header_bytes = 0\n",
 			"listen.max_header_bytes", 4, "must be at least 1"},
 		{"negative connections", "[listen]\nmax_connections = -5\n",
@@ -59,7 +60,8 @@ func TestValidationRules(t *testing.T) {
 			"auth.failures_per_minute", 4, "must be at least 0"},
 
 		// app
-		{"url scheme", "[app]\nurl = \"ftp://files.example\"\n", "app.url", 4, "http:// or https://"},
+		{"url scheme", "[app]\nurl = \"ftp://files.example\"\n",
+			"app.url", 4, "http:// or https://"},
 		{"url relative", "[app]\nurl = \"/app\"\n", "app.url", 4, "absolute"},
 		{"url password", "[app]\nurl = \"http://u:hunter2@127.0.0.1\"\n",
 			"app.url", 4, "must not contain a user name or password"},
@@ -154,7 +156,8 @@ func TestValidationRules(t *testing.T) {
 			"route[0].path", 4, `must start with "/" (got "chat")`},
 		{"route star inside", "[[route]]\npath = \"/x/*/y\"\n",
 			"route[0].path", 4, `may only end in "/*"`},
-		{"route param shape", "[[route]]\npath = \"/x/{id\"\n", "route[0].path", 4, "bad parameter"},
+		{"route param shape", "[[route]]\npath = \"/x/{id\"\n",
+			"route[0].path", 4, "bad parameter"},
 		{"route param partial", "[[route]]\npath = \"/x/id{id}\"\n",
 			"route[0].path", 4, "whole segment"},
 		{"route param twice", "[[route]]\npath = \"/x/{a}/{a}\"\n",
@@ -187,7 +190,8 @@ func TestValidationRules(t *testing.T) {
 			"route[0].meter.user", 6, "not a valid header name"},
 		{"meter user path param", "[[route]]\npath = \"/t/{tenant}/chat\"\nprotect = true\n" +
 			"meter = { usage_type = \"t\", user = \"path:id\" }\n",
-			"route[0].meter.user", 6, `names path parameter "id", but the route path has only "tenant"`},
+			"route[0].meter.user", 6,
+			`names path parameter "id", but the route path has only "tenant"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -310,7 +314,8 @@ func TestWrongTypes(t *testing.T) {
 			"listen.max_connections", 4, `must be a whole number (got "10")`},
 		{"float", "[ledger]\nmax_units = 1.5\n", "ledger.max_units", 4, "(got float 1.5)"},
 		{"string", "[listen]\npublic = 8080\n", "listen.public", 4, "(got integer 8080)"},
-		{"list", "[zimmer]\nprefixes = \"/\"\n", "zimmer.prefixes", 4, "must be an array of strings"},
+		{"list", "[zimmer]\nprefixes = \"/\"\n",
+			"zimmer.prefixes", 4, "must be an array of strings"},
 		{"list entry", "[zimmer]\nprefixes = [\"/\", 2]\n",
 			"zimmer.prefixes[1]", 4, "must be a string (got integer 2)"},
 		{"section", "listen = 5\n", "listen", 1, "must be a table (got integer 5)"},
@@ -369,7 +374,8 @@ call = "DELETE /kb/{user_automation_id}"
 path = "/*"
 protect = true
 `)
-	if c.Listen.Admin != "" || c.Zimmer.KBReset.Call != (Call{"DELETE", "/kb/{user_automation_id}"}) {
+	if c.Listen.Admin != "" ||
+		c.Zimmer.KBReset.Call != (Call{"DELETE", "/kb/{user_automation_id}"}) {
 		t.Errorf("got admin %q reset %v", c.Listen.Admin, c.Zimmer.KBReset.Call)
 	}
 	if got := c.Zimmer.KBStatus.State; got.From != "phase" || got.Default != "ready" {

@@ -49,7 +49,8 @@ func TestUpstreamResetMidStream(t *testing.T) {
 	if rec.Exit != outbox.ExitUpstreamError || rec.Success || rec.UsageKnown {
 		t.Errorf("record %+v: want upstream_error without usage", rec)
 	}
-	if h := budget.hold(rec.ID); h.settles != 1 || h.settled != h.reserved || rec.Units != h.reserved {
+	if h := budget.hold(rec.ID); h.settles != 1 || h.settled != h.reserved ||
+		rec.Units != h.reserved {
 		t.Errorf("hold %+v, record units %d: want settled at the reservation", h, rec.Units)
 	}
 }
@@ -117,7 +118,8 @@ func TestBudget(t *testing.T) {
 	capped := `{"model":"m","max_tokens":100,"n":2,"messages":[]}` // 200 + prompt
 
 	t.Run("settled to the usage", func(t *testing.T) {
-		resp, _ := e.do("POST", "/v1/chat/completions", capped, http.Header{DefaultUserHeader: {"1"}})
+		resp, _ := e.do("POST", "/v1/chat/completions", capped,
+			http.Header{DefaultUserHeader: {"1"}})
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
@@ -211,7 +213,8 @@ func TestBudgetRequiredUserAndFailures(t *testing.T) {
 	budget.mu.Lock()
 	budget.err = errors.New("ledger down")
 	budget.mu.Unlock()
-	resp, body = e.do("POST", "/v1/chat/completions", chatBody, http.Header{DefaultUserHeader: {"1"}})
+	resp, body = e.do("POST", "/v1/chat/completions", chatBody,
+		http.Header{DefaultUserHeader: {"1"}})
 	if resp.StatusCode != 503 || decodeError(t, body).Error.Code != "budget_unavailable" ||
 		resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("got %d %s, want 503 budget_unavailable with Retry-After", resp.StatusCode, body)
@@ -233,7 +236,8 @@ func TestSinkFullRefusesBeforeUpstream(t *testing.T) {
 	budget := newBudget(t, map[int64]int64{1: 1000000})
 	e := newEnv(t, up.URL, 1, func(o *Options) { o.Budget = budget })
 	e.sink.setFull(true)
-	resp, body := e.do("POST", "/v1/chat/completions", chatBody, http.Header{DefaultUserHeader: {"1"}})
+	resp, body := e.do("POST", "/v1/chat/completions", chatBody,
+		http.Header{DefaultUserHeader: {"1"}})
 	if resp.StatusCode != 503 || decodeError(t, body).Error.Code != "usage_backlog_full" {
 		t.Fatalf("got %d %s, want 503 usage_backlog_full", resp.StatusCode, body)
 	}

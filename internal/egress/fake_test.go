@@ -72,7 +72,8 @@ func TestFakeOpenAIUsageExact(t *testing.T) {
 			}
 			e.wait()
 			rec := e.sink.only(t)
-			if want := fakeTokens(fake, 0); rec.TotalTokens != want || want == 0 || !rec.UsageKnown {
+			if want := fakeTokens(fake, 0); rec.TotalTokens != want || want == 0 ||
+				!rec.UsageKnown {
 				t.Errorf("record %+v: want %d tokens, the fake's count", rec, want)
 			}
 			if !rec.Success || rec.Exit != outbox.ExitComplete {

@@ -173,8 +173,9 @@ func TestNeverAnOpenProxy(t *testing.T) {
 		wantURI    string
 	}{
 		{
-			name:       "absolute-form to another host",
-			raw:        "GET " + other.URL + "/v1/models HTTP/1.1\r\nHost: " + otherHost + "\r\n\r\n",
+			name: "absolute-form to another host",
+			raw: "GET " + other.URL + "/v1/models HTTP/1.1\r\n" +
+				"Host: " + otherHost + "\r\n\r\n",
 			wantStatus: 403, wantCode: "upstream_not_allowed",
 		},
 		{
@@ -254,7 +255,8 @@ func TestJSONUsage(t *testing.T) {
 		"/v1/chat/completions": `{"id":"c1","object":"chat.completion","model":"gpt-4o-mini",` +
 			`"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],` +
 			`"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}`,
-		"/v1/completions": `{"id":"c2","object":"text_completion","model":"gpt-3.5-turbo-instruct",` +
+		"/v1/completions": `{"id":"c2","object":"text_completion",` +
+			`"model":"gpt-3.5-turbo-instruct",` +
 			`"choices":[{"text":"x","index":0}],` +
 			`"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`,
 		"/v1/embeddings": `{"object":"list","data":[{"object":"embedding","index":0,` +

@@ -247,7 +247,11 @@ type countMetrics struct {
 var _ Metrics = (*countMetrics)(nil)
 
 func newCountMetrics() *countMetrics {
-	return &countMetrics{calls: map[string]int{}, retries: map[string]int{}, tokens: map[string]int{}}
+	return &countMetrics{
+		calls:   map[string]int{},
+		retries: map[string]int{},
+		tokens:  map[string]int{},
+	}
 }
 
 func (m *countMetrics) EgressCall(outcome string, status int) {
@@ -327,7 +331,10 @@ func newEnv(t *testing.T, upstream string, nKeys int, edit func(*Options)) *env 
 	}
 	sk := make([]keys.StaticKey, nKeys)
 	for i := range sk {
-		sk[i] = keys.StaticKey{Source: fmt.Sprintf("test:%d", i+1), Key: keys.NewSecret(testKeys[i])}
+		sk[i] = keys.StaticKey{
+			Source: fmt.Sprintf("test:%d", i+1),
+			Key:    keys.NewSecret(testKeys[i]),
+		}
 	}
 	pool, err := keys.NewStatic(sk, keys.Options{Now: e.clock.Now, OnEvent: e.events.add})
 	if err != nil {
@@ -338,11 +345,12 @@ func newEnv(t *testing.T, upstream string, nKeys int, edit func(*Options)) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := Options{
 		Upstream:  u,
 		Pool:      pool,
 		Sink:      e.sink,
-		Logger:    slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:    logger,
 		Metrics:   e.metrics,
 		Now:       e.clock.Now,
 		Transport: &http.Transport{},

@@ -57,7 +57,8 @@ func TestCompressedErrorAnswerRedacted(t *testing.T) {
 	if enc := resp.Header.Get("Content-Encoding"); enc != "" {
 		t.Errorf("Content-Encoding %q, want none", enc)
 	}
-	if !strings.Contains(body, "exceeded your current quota") || !strings.Contains(body, redactMark) {
+	if !strings.Contains(body, "exceeded your current quota") ||
+		!strings.Contains(body, redactMark) {
 		t.Errorf("body %q: want the upstream's message, decoded and redacted", body)
 	}
 	if run, ok := hasKeyRun(body); ok {

@@ -172,7 +172,8 @@ func TestNonJSONBodies(t *testing.T) {
 	if n := len(seen.all()); n != 0 {
 		t.Errorf("the upstream got %d requests", n)
 	}
-	const form = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n"
+	const form = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n" +
+		"whisper-1\r\n--b--\r\n"
 	resp, _ := e.doTyped("/v1/audio/transcriptions", "multipart/form-data; boundary=b", form, nil)
 	if resp.StatusCode != 200 || len(seen.all()) != 1 || seen.all()[0].Body != form {
 		t.Errorf("upload: status %d, want it passed on unchanged", resp.StatusCode)

@@ -134,7 +134,8 @@ func TestRotationOn429(t *testing.T) {
 			if got := ev[0].Until.Sub(e.clock.Now()); got != tt.wantTill {
 				t.Errorf("key 1 out for %s, want %s", got, tt.wantTill)
 			}
-			if resp, _ := e.do("POST", "/v1/chat/completions", chatBody, nil); resp.StatusCode != 200 {
+			resp, _ = e.do("POST", "/v1/chat/completions", chatBody, nil)
+			if resp.StatusCode != 200 {
 				t.Fatalf("second call: status %d", resp.StatusCode)
 			}
 			if got := keysUsed(seen); fmt.Sprint(got) != "[1 2 2]" {

@@ -112,7 +112,8 @@ func TestStreamUsageOnlyWhenAsked(t *testing.T) {
 	}{
 		{"no stream_options", streamBody, false},
 		{"include_usage false",
-			`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false}}`, false},
+			`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false}}`,
+			false},
 		{"include_usage true",
 			`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}`, true},
 	}
@@ -292,7 +293,8 @@ func TestAppGoneMidStreamDrains(t *testing.T) {
 		t.Errorf("record %+v: want client_gone with the full usage (12 tokens)", rec)
 	}
 	if rec.Units != 12 || rec.UserAutomationID != 7 {
-		t.Errorf("record units %d user %d, want 12 units for user 7", rec.Units, rec.UserAutomationID)
+		t.Errorf("record units %d user %d, want 12 units for user 7",
+			rec.Units, rec.UserAutomationID)
 	}
 	h := budget.hold(rec.ID)
 	if h.settles != 1 || h.releases != 0 || h.settled != 12 {

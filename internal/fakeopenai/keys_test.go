@@ -30,14 +30,16 @@ func TestKeyStates(t *testing.T) {
 			wantType: "invalid_request_error", wantCode: "invalid_api_key",
 		},
 		{
-			name: "rate limited", state: &State{Kind: RateLimited, RetryAfter: 1500 * time.Millisecond},
+			name:       "rate limited",
+			state:      &State{Kind: RateLimited, RetryAfter: 1500 * time.Millisecond},
 			wantStatus: 429, wantType: "requests", wantCode: "rate_limit_exceeded",
 			wantHeader: map[string]string{
 				"Retry-After": "2", "Retry-After-Ms": "1500", "X-Ratelimit-Reset-Requests": "1.5s",
 			},
 		},
 		{
-			name: "rate limited minutes", state: &State{Kind: RateLimited, RetryAfter: 6 * time.Minute},
+			name:       "rate limited minutes",
+			state:      &State{Kind: RateLimited, RetryAfter: 6 * time.Minute},
 			wantStatus: 429, wantType: "requests", wantCode: "rate_limit_exceeded",
 			wantHeader: map[string]string{
 				"Retry-After": "360", "Retry-After-Ms": "360000",

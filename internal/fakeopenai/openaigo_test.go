@@ -64,9 +64,11 @@ func TestOpenAIGoChatStream(t *testing.T) {
 	t.Parallel()
 	for _, crlf := range []bool{false, true} {
 		s, c := newClient(t, fakeopenai.Options{
-			Words: 5, Gzip: crlf, Stream: fakeopenai.StreamControl{CRLF: crlf, Split: fakeopenai.Split{
-				At: -1, // every event, between its last two bytes
-			}},
+			Words: 5, Gzip: crlf,
+			Stream: fakeopenai.StreamControl{
+				CRLF:  crlf,
+				Split: fakeopenai.Split{At: -1}, // every event, between its last two bytes
+			},
 		})
 		p := chatParams()
 		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
@@ -159,9 +161,10 @@ func TestOpenAIGoEmbeddings(t *testing.T) {
 	for _, format := range []openai.EmbeddingNewParamsEncodingFormat{
 		openai.EmbeddingNewParamsEncodingFormatFloat, openai.EmbeddingNewParamsEncodingFormatBase64,
 	} {
+		input := openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"a b", "c"}}
 		got, err := c.Embeddings.New(t.Context(), openai.EmbeddingNewParams{
 			Model:          openai.EmbeddingModelTextEmbedding3Small,
-			Input:          openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"a b", "c"}},
+			Input:          input,
 			EncodingFormat: format,
 			Dimensions:     openai.Int(4),
 		})

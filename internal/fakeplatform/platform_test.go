@@ -130,7 +130,8 @@ func TestMethodAndPath(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
-		t.Fatalf("GET: got %d Allow %q, want 405 Allow POST", resp.StatusCode, resp.Header.Get("Allow"))
+		t.Fatalf("GET: got %d Allow %q, want 405 Allow POST",
+			resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	if status, _ := e.post(t, "/api/nothing", token, `{}`); status != 404 {
 		t.Fatalf("unknown path: got %d, want 404", status)
@@ -155,7 +156,8 @@ func TestConsumeDialects(t *testing.T) {
 		{"fraction in a string", `{"user_automation_id":1,"units":"2.0","usage_type":"chat"}`, 422},
 		{"number as usage_type", `{"user_automation_id":1,"units":2,"usage_type":5}`, 422},
 		{"older dialect", `{"user_automation_id":1,"tokens_consumed":2,"action":"chat"}`, 422},
-		{"meta not an object", `{"user_automation_id":1,"units":2,"usage_type":"c","meta":[]}`, 422},
+		{"meta not an object",
+			`{"user_automation_id":1,"units":2,"usage_type":"c","meta":[]}`, 422},
 		{"array", `[1]`, 422},
 		{"null", `null`, 422},
 		{"not json", `{"user_automation_id":`, 422},
@@ -364,7 +366,8 @@ func TestReportIdempotencyKey(t *testing.T) {
 			`{"key_id":42,"tokens_used":1}`, 404},
 		{"then the key records", reportPath, token, "k2", `{"key_id":1,"tokens_used":5}`, 200},
 		{"wrong token is still refused", reportPath, "nope", "k1", first, 401},
-		{"keys are per automation", other8, "other-token", "k1", `{"key_id":2,"tokens_used":3}`, 200},
+		{"keys are per automation", other8, "other-token", "k1",
+			`{"key_id":2,"tokens_used":3}`, 200},
 		{"no key: no dedupe", reportPath, token, "", first, 200},
 		{"no key again", reportPath, token, "", first, 200},
 	}

@@ -120,7 +120,8 @@ func TestNewValidates(t *testing.T) {
 		{"other host", "http://127.0.0.1", []ProbeOptions{{Path: "//evil/x"}}, "single /"},
 		{"no path", "http://127.0.0.1", []ProbeOptions{{Name: "x"}}, "single /"},
 		{"bad method", "http://127.0.0.1", []ProbeOptions{{Path: "/", Method: "G T"}}, "method"},
-		{"negative", "http://127.0.0.1", []ProbeOptions{{Path: "/", Every: -time.Second}}, "negative"},
+		{"negative", "http://127.0.0.1",
+			[]ProbeOptions{{Path: "/", Every: -time.Second}}, "negative"},
 		{"status", "http://127.0.0.1", []ProbeOptions{{Path: "/", ExpectStatus: 700}}, "status"},
 		{"fail after", "http://127.0.0.1", []ProbeOptions{{Path: "/", FailAfter: -1}}, "negative"},
 	}

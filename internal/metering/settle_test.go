@@ -94,7 +94,8 @@ func TestCheckSettleAndReconcile(t *testing.T) {
 			ErrInvalidIdempotencyKey},
 	}
 	for _, tt := range settles {
-		if err := CheckSettle(tt.req); !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+		err := CheckSettle(tt.req)
+		if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 			t.Errorf("CheckSettle(%+v) = %v, want %v", tt.req, err, tt.want)
 		}
 	}

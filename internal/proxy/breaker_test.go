@@ -144,7 +144,8 @@ func TestBreakerOpenAnswersWithoutApp(t *testing.T) {
 		OpenFor: 30 * time.Second, Now: clock.Now})
 	app := &sequenceApp{codes: repeat(http.StatusServiceUnavailable, 2)}
 	sink := &errorSink{}
-	_, front := newFront(t, newApp(t, app), Options{Breaker: b, OnError: sink.on, Passthrough: true})
+	_, front := newFront(t, newApp(t, app),
+		Options{Breaker: b, OnError: sink.on, Passthrough: true})
 	for range 2 {
 		do(t, newReq(t, "GET", front.URL+"/x", nil))
 	}

@@ -84,7 +84,8 @@ func TestEgressRotationOnRevokedKey(t *testing.T) {
 		t.Fatalf("call 1 used keys %v, want [first second]", used)
 	}
 	for i := 2; i <= 5; i++ {
-		if used := rotationCall(t, h, fake, fmt.Sprint("call ", i)); fmt.Sprint(used) != "[second]" {
+		used = rotationCall(t, h, fake, fmt.Sprint("call ", i))
+		if fmt.Sprint(used) != "[second]" {
 			t.Errorf("call %d used keys %v, want [second]: the first is disabled", i, used)
 		}
 	}

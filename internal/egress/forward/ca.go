@@ -247,9 +247,10 @@ func createCA(certPath, keyPath string, now func() time.Time) (*CA, error) {
 		return nil, fmt.Errorf("local ca: %w", err)
 	}
 	t := now()
+	subject := pkix.Name{CommonName: CAName, Organization: []string{"zimmer-sidecar"}}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: CAName, Organization: []string{"zimmer-sidecar"}},
+		Subject:               subject,
 		NotBefore:             t.Add(-clockSkew),
 		NotAfter:              t.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -34,7 +34,8 @@ func TestLoadOrCreateCACreatesThenReuses(t *testing.T) {
 		t.Errorf("common name: got %q, want %q", c.Subject.CommonName, CAName)
 	}
 	if !c.IsCA || !c.BasicConstraintsValid || c.MaxPathLen != 0 || !c.MaxPathLenZero {
-		t.Errorf("constraints: IsCA %v valid %v MaxPathLen %d zero %v, want a CA with path length 0",
+		t.Errorf("constraints: IsCA %v valid %v MaxPathLen %d zero %v, "+
+			"want a CA with path length 0",
 			c.IsCA, c.BasicConstraintsValid, c.MaxPathLen, c.MaxPathLenZero)
 	}
 	if c.KeyUsage&x509.KeyUsageCertSign == 0 {

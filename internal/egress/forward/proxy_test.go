@@ -573,14 +573,18 @@ func BenchmarkInterceptedRequest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := New(Options{CA: ca, Intercept: map[string]http.Handler{"api.openai.com": &recorder{}}})
+	p, err := New(Options{
+		CA:        ca,
+		Intercept: map[string]http.Handler{"api.openai.com": &recorder{}},
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(p)
 	b.Cleanup(func() { srv.Close(); p.Close() })
+	proxyURL := &url.URL{Scheme: "http", Host: srv.Listener.Addr().String()}
 	tr := &http.Transport{
-		Proxy:           http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Listener.Addr().String()}),
+		Proxy:           http.ProxyURL(proxyURL),
 		TLSClientConfig: &tls.Config{RootCAs: roots(ca)},
 	}
 	b.Cleanup(tr.CloseIdleConnections)

@@ -89,7 +89,7 @@ func TestLeasedRenewalNeverDelaysACall(t *testing.T) {
 	env := newLeased(t, []fakeplatform.Key{platformKey(12)}, func(o *LeaseOptions) {
 		o.RefreshMargin = time.Minute
 		base := o.Client.Transport
-		o.Client = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		hanging := func(r *http.Request) (*http.Response, error) {
 			if hang.Load() {
 				select { // a platform that hangs (bounded, so a regression fails below)
 				case <-release:
@@ -97,7 +97,8 @@ func TestLeasedRenewalNeverDelaysACall(t *testing.T) {
 				}
 			}
 			return base.RoundTrip(r)
-		})}
+		}
+		o.Client = &http.Client{Transport: roundTripFunc(hanging)}
 	})
 	first := mustAcquire(t, env.pool, 0)
 	env.pool.Report(first, Outcome{Status: 200})
@@ -118,7 +119,8 @@ func TestLeasedRenewalNeverDelaysACall(t *testing.T) {
 	close(release)
 	env.waitRenewal()
 	if next := mustAcquire(t, env.pool, 0); !next.ExpiresAt.After(first.ExpiresAt) {
-		t.Errorf("after the renewal: expiry %s, want later than %s", next.ExpiresAt, first.ExpiresAt)
+		t.Errorf("after the renewal: expiry %s, want later than %s",
+			next.ExpiresAt, first.ExpiresAt)
 	}
 }
 
@@ -183,11 +185,13 @@ func TestLeasedRefreshesBeforeExpiry(t *testing.T) {
 		t.Fatalf("lease calls inside the margin: got %d, want 2", n)
 	}
 	if !l.ExpiresAt.Equal(first.ExpiresAt) {
-		t.Fatalf("renewing call: got expiry %s, want the old lease's %s", l.ExpiresAt, first.ExpiresAt)
+		t.Fatalf("renewing call: got expiry %s, want the old lease's %s",
+			l.ExpiresAt, first.ExpiresAt)
 	}
 	next := mustAcquire(t, env.pool, 0)
 	if !next.ExpiresAt.After(first.ExpiresAt) {
-		t.Fatalf("after renewal: got expiry %s, want later than %s", next.ExpiresAt, first.ExpiresAt)
+		t.Fatalf("after renewal: got expiry %s, want later than %s",
+			next.ExpiresAt, first.ExpiresAt)
 	}
 	env.pool.Report(next, Outcome{Status: 200})
 
@@ -289,7 +293,8 @@ func TestLeasedNoKeyOnPlatform(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoKey from the platform's refusal", err)
 	}
 	// Asked again at once: the platform is not asked again.
-	if _, err := env.pool.Acquire(context.Background(), "m", 0); !errors.Is(err, ErrPlatformRefused) {
+	_, err = env.pool.Acquire(context.Background(), "m", 0)
+	if !errors.Is(err, ErrPlatformRefused) {
 		t.Fatalf("second call: got %v, want the remembered refusal", err)
 	}
 	if n := env.leaseCalls(); n != 1 {

@@ -113,7 +113,8 @@ func decodeLease(raw []byte, now time.Time) (leaseAnswer, error) {
 	}
 	id, ok := parseKeyID(w.KeyID)
 	if !ok {
-		return leaseAnswer{}, fmt.Errorf("%w: key_id missing or not a positive integer", ErrBadLease)
+		return leaseAnswer{}, fmt.Errorf("%w: key_id missing or not a positive integer",
+			ErrBadLease)
 	}
 	if strings.TrimSpace(w.APIKey) == "" {
 		return leaseAnswer{}, fmt.Errorf("%w: api_key missing", ErrBadLease)

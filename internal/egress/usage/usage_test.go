@@ -92,7 +92,8 @@ func TestFromJSON(t *testing.T) {
 				if r.Usage != tt.want {
 					t.Errorf("meter, reads of %d: got %+v, want %+v", size, r.Usage, tt.want)
 				}
-				if wantFail := int64(map[bool]int{true: 1}[tt.wantErr != nil]); r.Failures != wantFail {
+				wantFail := int64(map[bool]int{true: 1}[tt.wantErr != nil])
+				if r.Failures != wantFail {
 					t.Errorf("meter, reads of %d: failures %d, want %d (%v)",
 						size, r.Failures, wantFail, r.Err)
 				}

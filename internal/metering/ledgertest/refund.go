@@ -143,7 +143,10 @@ func testRefundUnknownDebit(t *testing.T, open OpenFunc) {
 		{name: "unknown account", id: 404, key: "ok"},
 	}
 	for _, tt := range tests {
-		_, err := l.Refund(ctx, metering.RefundRequest{UserAutomationID: tt.id, IdempotencyKey: tt.key})
+		_, err := l.Refund(ctx, metering.RefundRequest{
+			UserAutomationID: tt.id,
+			IdempotencyKey:   tt.key,
+		})
 		errorIs(t, tt.name, err, metering.ErrUnknownDebit)
 	}
 	for _, key := range []string{"a\nb", strings.Repeat("k", metering.MaxIdempotencyKeyLen+1)} {

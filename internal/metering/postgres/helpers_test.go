@@ -120,7 +120,10 @@ func ptr(v int64) *int64 { return &v }
 func mustProvision(tb testing.TB, l metering.Ledger, id, demo, paid int64) {
 	tb.Helper()
 	ctx := context.Background()
-	_, err := l.Provision(ctx, metering.ProvisionRequest{UserAutomationID: id, DemoTokens: ptr(demo)})
+	_, err := l.Provision(ctx, metering.ProvisionRequest{
+		UserAutomationID: id,
+		DemoTokens:       ptr(demo),
+	})
 	if err != nil {
 		tb.Fatalf("provision %d: %v", id, err)
 	}
@@ -174,7 +177,9 @@ func checkBalances(tb testing.TB, l metering.Ledger, ids ...int64) {
 // is gone.
 func terminate(ctx context.Context, tb testing.TB, pid uint32) error {
 	var ok bool
-	err := adminPool(tb).QueryRow(ctx, "SELECT pg_terminate_backend($1, 5000)", int32(pid)).Scan(&ok)
+	err := adminPool(tb).
+		QueryRow(ctx, "SELECT pg_terminate_backend($1, 5000)", int32(pid)).
+		Scan(&ok)
 	if err != nil {
 		return fmt.Errorf("terminate backend %d: %w", pid, err)
 	}

@@ -112,7 +112,8 @@ func replicaWorker(
 			op.credit = 1 + r.Int64N(10)
 			id := ids[r.IntN(len(ids))]
 			op.consume.UserAutomationID = id
-			_, op.err = s.Credit(ctx, metering.CreditRequest{UserAutomationID: id, Units: op.credit})
+			_, op.err = s.Credit(ctx,
+				metering.CreditRequest{UserAutomationID: id, Units: op.credit})
 		default:
 			req := keyed[r.IntN(len(keyed))]
 			op.refundKey = req.IdempotencyKey

@@ -85,7 +85,8 @@ func faultOps() []faultOp {
 			demo: 90, paid: 55, kind: metering.EntryCredit},
 		{name: "refund", demo: 100, paid: 50, kind: metering.EntryRefund,
 			run: func(ctx context.Context, s *Store) (any, error) {
-				return s.Refund(ctx, metering.RefundRequest{UserAutomationID: 1, IdempotencyKey: "d"})
+				return s.Refund(ctx,
+					metering.RefundRequest{UserAutomationID: 1, IdempotencyKey: "d"})
 			},
 			check: func(t *testing.T, a any) {
 				if acct := a.(metering.Account); acct.DemoTokens != 100 {
@@ -113,7 +114,8 @@ func faultOps() []faultOp {
 					DemoTokens: ptr(3)})
 			},
 			check: func(t *testing.T, a any) {
-				if res := a.(metering.ProvisionResult); !res.Created || res.Account.DemoTokens != 3 {
+				res := a.(metering.ProvisionResult)
+				if !res.Created || res.Account.DemoTokens != 3 {
 					t.Errorf("answer: got %+v, want created with 3 demo", res)
 				}
 			}},
@@ -247,7 +249,8 @@ func TestRetriesBounded(t *testing.T) {
 		attempts.Add(1)
 		return &pgconn.PgError{Code: "40001", Message: "injected"}
 	}
-	_, err := s.Consume(context.Background(), metering.ConsumeRequest{UserAutomationID: 1, Units: 1})
+	_, err := s.Consume(context.Background(),
+		metering.ConsumeRequest{UserAutomationID: 1, Units: 1})
 	if !isPgCode(err, "40001") {
 		t.Errorf("got %v, want the serialization failure", err)
 	}
@@ -272,7 +275,8 @@ func TestReadOnlyReconnects(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := s.Consume(context.Background(), metering.ConsumeRequest{UserAutomationID: 1, Units: 7})
+	_, err := s.Consume(context.Background(),
+		metering.ConsumeRequest{UserAutomationID: 1, Units: 7})
 	if err != nil {
 		t.Fatalf("consume: %v", err)
 	}
