@@ -3,6 +3,7 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -486,4 +487,18 @@ func rev(ss []string) []string {
 	out := slices.Clone(ss)
 	slices.Reverse(out)
 	return out
+}
+
+// TestBoltCreatesItsDirectory: the outbox file's directory is made when
+// missing, as the ledger's is, so a configured path works on a fresh host.
+func TestBoltCreatesItsDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "egress", "outbox.db")
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatalf("OpenBolt in a missing directory: %v", err)
+	}
+	mustAdd(t, s, reportItem(1, t0))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
