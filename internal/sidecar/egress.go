@@ -600,3 +600,12 @@ func (e *egressState) egressGauges(rec metrics.Recorder) {
 
 // status is a secret-free snapshot of the current pool's keys.
 func (e *egressState) status() []keys.KeyStatus { return e.pool.Status() }
+
+// egressUpstream names the host the egress contacts, for the start-up
+// line; "" when the egress is off.
+func (s *Sidecar) egressUpstream() string {
+	if s.egress == nil {
+		return ""
+	}
+	return s.cfg.Egress.Upstream.Redacted()
+}

@@ -224,6 +224,7 @@ func (s *Sidecar) logStart(verdict string) {
 		slog.String("tls_http", addrOf(s.httpLn)),
 		slog.Int("service_tokens", len(live.Auth.Tokens)),
 		slog.String("egress", s.EgressAddr()),
+		slog.String("egress_upstream", s.egressUpstream()),
 		slog.String("egress_proxy", s.EgressProxyAddr()),
 		slog.String("health", verdict))
 	if e := s.egress; e != nil && e.ca != nil {
