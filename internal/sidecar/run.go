@@ -104,10 +104,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.log.Info("shutting down",
 		slog.String("delay", s.cfg.Listen.ShutdownDelay.String()),
 		slog.String("grace", s.cfg.Listen.ShutdownGrace.String()))
-	// Keep-alive ends now: each connection closes after the answer it is
-	// writing, so clients move to new connections (refused once the
-	// listener closes, which they can retry) instead of racing a request
-	// into a connection Shutdown is about to close as idle.
+	// Keep-alive ends now: idle connections close at once and busy ones
+	// after the answer they are writing, while the listener still
+	// accepts, so clients move to new connections during
+	// shutdown_delay instead of racing a request into a connection
+	// Shutdown closes as idle after it (when the listener is gone).
 	public.SetKeepAlivesEnabled(false)
 	if d := s.cfg.Listen.ShutdownDelay; d > 0 && runErr == nil {
 		time.Sleep(d)
